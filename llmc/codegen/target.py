@@ -1,0 +1,110 @@
+"""The ``Target`` interface every backend implements, and the registry that finds them.
+
+A target declares its options (a dataclass), its default pass pipeline per optimization
+level, which ops it supports, how it lowers an optimized graph into files inside an artifact
+folder, and, where this machine can, how it runs an artifact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from llmc.errors import LLMCError, TargetError, UnsupportedOpError
+from llmc.ir.graph import Graph
+
+
+@dataclass
+class Payload:
+    """What ``Target.lower`` wrote: file paths relative to the artifact folder, and facts for the manifest."""
+
+    files: list[str] = field(default_factory=list)
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+class Target:
+    """Base class of targets. Subclasses set the class attributes and override the methods."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Options: ClassVar[type] = type("NoOptions", (), {"__annotations__": {}})
+    pipelines: ClassVar[Mapping[str, list[str]]] = {"O0": [], "O1": []}
+
+    def supported_ops(self) -> set[str] | None:
+        """Ops this target can lower; None means every registered op."""
+        return None
+
+    def make_options(self, **values) -> Any:
+        """Options from keyword values (CLI flags arrive as strings); unknown names are errors."""
+        known = {f.name: f for f in dataclasses.fields(self.Options)} if dataclasses.is_dataclass(self.Options) else {}
+        unknown = set(values) - set(known)
+        if unknown:
+            raise TargetError(f"target {self.name} has no option(s) {sorted(unknown)}",
+                              hint=f"its options are {sorted(known) or 'none'}")
+        return self.Options(**values)
+
+    def pipeline(self, level: str) -> list[str]:
+        if level not in self.pipelines:
+            raise TargetError(f"target {self.name} has no pipeline {level}", hint=f"use one of {', '.join(self.pipelines)}")
+        return list(self.pipelines[level])
+
+    def check(self, graph: Graph, options: Any) -> None:
+        """Refuse, before any long step, what this target cannot build (listing every cause)."""
+        supported = self.supported_ops()
+        if supported is None:
+            return
+        missing: dict[str, list[str]] = {}
+        for node in graph.nodes:
+            if node.op not in supported:
+                missing.setdefault(node.op, []).append(node.meta.origin or node.name)
+        if missing:
+            raise UnsupportedOpError(missing, source=f"target {self.name}")
+
+    def lower(self, graph: Graph, options: Any, out: Path) -> Payload:
+        """Write the target's payload for ``graph`` into the (temporary) artifact folder ``out``."""
+        raise NotImplementedError
+
+    def can_run(self) -> bool:
+        return False
+
+    def run(self, artifact: Path, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise TargetError(f"target {self.name} cannot run artifacts on this machine",
+                          hint="use `llmc run --reference` to run the artifact's graph on the interpreter")
+
+
+_TARGETS: dict[str, Target] = {}
+
+
+def register_target(target: Target) -> Target:
+    _TARGETS[target.name] = target
+    return target
+
+
+def get_target(name: str) -> Target:
+    _load_builtin_targets()
+    try:
+        return _TARGETS[name]
+    except KeyError:
+        raise LLMCError(f"unknown target {name!r}", hint=f"available targets: {', '.join(sorted(_TARGETS))}") from None
+
+
+def all_targets() -> list[Target]:
+    _load_builtin_targets()
+    return [_TARGETS[k] for k in sorted(_TARGETS)]
+
+
+def _load_builtin_targets() -> None:
+    """Import the target modules that register themselves (kept lazy: TVM is heavy)."""
+    import importlib
+
+    for module in ("llmc.targets.reference", "llmc.targets.gpu"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if not e.name or not e.name.startswith("llmc.targets"):
+                raise
