@@ -81,6 +81,7 @@ def graph_to_json(graph: Graph) -> tuple[dict, dict[str, Weight]]:
 def save(graph: Graph, folder: Path) -> list[Path]:
     """Write ``graph.json`` and ``weights.safetensors`` into ``folder``; returns the paths."""
     folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     doc, weights = graph_to_json(graph)
     gpath, wpath = folder / "graph.json", folder / "weights.safetensors"
     gpath.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")

@@ -60,9 +60,14 @@ def _windows(xp, kernel, stride, dilation, out_hw):
             yield i, j, xp[:, :, i * dh: i * dh + sh * (oh - 1) + 1: sh, j * dw: j * dw + sw * (ow - 1) + 1: sw]
 
 
-def _pad_spatial(x, pads, value, extra=(0, 0)):
+def _pad_spatial(x, pads, value, extra=(0, 0), extra_value=None):
+    """Pad H and W by ``pads`` with ``value``, then by ``extra`` (ceil-mode overhang) at the end."""
     t, l, b, r = pads
-    return np.pad(x, ((0, 0), (0, 0), (t, b + extra[0]), (l, r + extra[1])), constant_values=value)
+    x = np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)), constant_values=value)
+    if any(extra):
+        fill = value if extra_value is None else extra_value
+        x = np.pad(x, ((0, 0), (0, 0), (0, extra[0]), (0, extra[1])), constant_values=fill)
+    return x
 
 
 @op("conv2d", inputs=("x", "weight", "bias"), optional=1, kind="conv",
@@ -158,7 +163,7 @@ class AvgPool2d:
         extra = _ceil_extra(x, attrs, out_hw)
         xp = _pad_spatial(x, attrs["padding"], 0, extra)
         ones = np.ones((1, 1, *x.shape[2:]), x.dtype)
-        cp = _pad_spatial(ones, attrs["padding"], 1 if attrs["count_include_pad"] else 0, extra)
+        cp = _pad_spatial(ones, attrs["padding"], 1 if attrs["count_include_pad"] else 0, extra, extra_value=0)
         total, count = 0, 0
         for (_, _, view), (_, _, cview) in zip(
             _windows(xp, attrs["kernel"], attrs["stride"], attrs["dilation"], out_hw),
