@@ -1,0 +1,147 @@
+"""The Python API: ``llmc.compile(model, target=...)`` and ``llmc.load(path)``.
+
+    art = llmc.compile("tiny-llama", target="reference", output="out/tiny-llama")
+    art.manifest["model"]["parameters"]          # facts written into manifest.json
+    outputs = llmc.load("out/tiny-llama").run({"input_ids": ids})   # dict of numpy arrays
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from llmc.codegen.artifact import check_output, read_artifact, write_artifact
+from llmc.codegen.target import Target, all_targets, get_target
+from llmc.errors import WeightsNotMaterialized
+from llmc.frontend.load import Dynamic, InputShapes, load_model
+from llmc.ir.graph import Graph
+
+
+class Artifact:
+    """A compiled artifact folder: ``path``, its ``manifest``, its ``graph``, and ``run``.
+
+    ``passes`` holds the ``PassRecord``s (with timings) of the compile that made it; empty when
+    loaded from disk, since timings are not written (artifacts are byte-deterministic).
+    """
+
+    def __init__(self, path: Path, manifest: dict, passes: list | None = None):
+        self.path = Path(path)
+        self.manifest = manifest
+        self.passes = list(passes or [])
+        self._graph: Graph | None = None
+
+    @property
+    def target(self) -> str:
+        return self.manifest["target"]["name"]
+
+    @property
+    def graph(self) -> Graph:
+        """The optimized IR (weights memory-mapped from weights.safetensors)."""
+        if self._graph is None:
+            from llmc.ir import serialize
+
+            self._graph = serialize.load(self.path)
+        return self._graph
+
+    @property
+    def input_names(self) -> list[str]:
+        return [v["name"] for v in self.manifest["model"]["inputs"]]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [v["name"] for v in self.manifest["model"]["outputs"]]
+
+    def runtime(self, *, reference: bool = False) -> Target | None:
+        """The target whose runtime ``run`` uses here, or None for the reference interpreter
+        (asked for, or the artifact's target is not installed / cannot run on this machine)."""
+        if reference:
+            return None
+        target = {t.name: t for t in all_targets()}.get(self.target)
+        return target if target is not None and target.can_run() else None
+
+    def run(self, inputs: Mapping[str, np.ndarray], *, reference: bool = False) -> dict[str, np.ndarray]:
+        """Run on inputs keyed by the model's input names; outputs keyed by its output names.
+
+        Uses the target's runtime where this machine has one (see ``runtime``), otherwise the
+        reference interpreter on the artifact's graph.
+        """
+        from llmc.ir import interpreter
+
+        target = self.runtime(reference=reference)
+        if target is None:
+            return interpreter.run(self.graph, inputs)
+        return target.run(self.path, inputs)
+
+    def __repr__(self) -> str:
+        return f"<llmc.Artifact {self.path} target={self.target}>"
+
+
+def compile(
+    model,
+    target: str = "reference",
+    *,
+    example_inputs=None,
+    output: str | Path | None = None,
+    opt_level: str = "O1",
+    input_shapes: InputShapes | None = None,
+    dynamic: Dynamic | None = None,
+    verify: bool = False,
+    sizes: Mapping[str, int] | None = None,
+    progress: Callable[[str], None] | None = None,
+    **target_options,
+) -> Artifact:
+    """Capture ``model`` (any form ``load_model`` takes), optimize it and write its artifact.
+
+    ``output`` is the artifact folder (written atomically; default: a new temporary folder the
+    caller owns). ``opt_level`` names the target's pipeline ("O0", "O1", ...; "1" also works).
+    ``verify`` checks the graph after every pass. ``sizes`` binds symbolic dims for the
+    manifest's flops estimates (default 1). ``progress`` is called with a line per step.
+    ``target_options`` are the target's options (``llmc targets`` lists them).
+    """
+    tgt = get_target(target)
+    options = tgt.make_options(**target_options)
+    level = opt_level if str(opt_level).startswith("O") else f"O{opt_level}"
+    pipeline = tgt.pipeline(level)
+    scratch = Path(tempfile.mkdtemp(prefix="llmc-")) if output is None else None
+    out = scratch / "artifact" if scratch is not None else Path(output)
+    step = progress or (lambda line: None)
+    try:
+        check_output(out)
+        step(f"capturing {model if isinstance(model, (str, Path)) else type(model).__name__}")
+        graph = load_model(model, example_inputs=example_inputs, input_shapes=input_shapes, dynamic=dynamic)
+        require_weights(graph)
+        step(f"optimizing ({level}: {', '.join(pipeline) or 'no passes'})")
+        from llmc.passes import run_pipeline
+
+        graph, records = run_pipeline(graph, pipeline, verify=verify)
+        tgt.check(graph, options)
+        step(f"lowering for {tgt.name} and writing {out}")
+        manifest = write_artifact(graph, out, target=tgt, options=options, opt_level=level, passes=records,
+                                  sizes=dict(sizes or {}))
+    except BaseException:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return Artifact(out, manifest, passes=records)
+
+
+def load(path: str | Path, *, verify: bool = True) -> Artifact:
+    """The artifact at ``path``; ``verify`` checks the sha256 of every file (``ArtifactError`` if any differs)."""
+    return Artifact(Path(path), read_artifact(Path(path), verify=verify))
+
+
+def require_weights(graph: Graph) -> None:
+    """Refuse a graph whose weights have shapes but no data (meta capture of a weightless folder)."""
+    missing = [v for v in graph.constants.values() if not v.const.materialized]
+    if missing:
+        size = sum(v.type.nbytes() for v in missing)
+        raise WeightsNotMaterialized(
+            f"{len(missing)} of {len(graph.constants)} weights of {graph.name} have no data "
+            f"({size / 2**30:.2f} GiB missing, e.g. {missing[0].name})",
+            hint="put the model's *.safetensors files beside its config.json to compile it; "
+                 "`llmc inspect` works without them",
+        )

@@ -1,0 +1,100 @@
+"""The ``llmc`` command: compile, inspect, run, targets.
+
+Exit codes: 0 success; 1 an llmc error (one line ``error: ...`` on stderr; ``--debug`` shows the
+traceback) or outputs that differ under ``run --compare-with``; 2 a usage error; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+
+from llmc.cli import args as A
+
+
+def _parser() -> argparse.ArgumentParser:
+    from llmc.cli.commands import compile_cmd, inspect_cmd, targets_cmd
+    from llmc.cli.run import run_cmd
+
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    p = argparse.ArgumentParser(prog="llmc", description="An ahead-of-time compiler for LLMs.", parents=[debug])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = sub.add_parser("compile", parents=[debug], help="compile a model into an artifact folder")
+    c.add_argument("model", help="a .onnx or .pt2 file, a Hugging Face folder, or a built-in example name")
+    c.add_argument("-t", "--target", default="reference", help="target to compile for (see `llmc targets`)")
+    c.add_argument("-o", "--output", required=True, help="artifact folder to write (replaced atomically)")
+    c.add_argument("-O", dest="opt_level", default="O1", metavar="LEVEL", help="optimization level: -O0, -O1 (default)")
+    c.add_argument("--verify", action="store_true", help="verify the graph after every pass")
+    c.add_argument("--option", type=A.option, action="append", metavar="K=V", help="a target option")
+    _shape_flags(c, dynamic=True)
+    c.set_defaults(func=compile_cmd)
+
+    i = sub.add_parser("inspect", parents=[debug], help="show a model's or an artifact's structure and size")
+    i.add_argument("model", metavar="MODEL|ARTIFACT")
+    i.add_argument("--ir", action="store_true", help="print the IR instead of tables")
+    i.add_argument("--json", action="store_true", help="print the facts (or the manifest) as JSON")
+    _shape_flags(i, dynamic=True)
+    i.set_defaults(func=inspect_cmd)
+
+    r = sub.add_parser("run", parents=[debug], help="run an artifact")
+    r.add_argument("artifact")
+    r.add_argument("--inputs", default="random", metavar="IN.npz|random", help="inputs keyed by name (default: random)")
+    r.add_argument("--outputs", metavar="OUT.npz", help="write the outputs here, keyed by name")
+    r.add_argument("--compare-with", metavar="MODEL", help="report the relative error against MODEL on the interpreter")
+    r.add_argument("--rtol", type=float, default=1e-4, help="relative error --compare-with accepts (default 1e-4)")
+    r.add_argument("--reference", action="store_true", help="run on the reference interpreter, not the target runtime")
+    r.add_argument("--seed", type=int, default=0, help="seed of random inputs")
+    _shape_flags(r, dynamic=False)
+    r.set_defaults(func=run_cmd)
+
+    t = sub.add_parser("targets", parents=[debug], help="list targets and their options")
+    t.set_defaults(func=targets_cmd)
+    return p
+
+
+def _shape_flags(p: argparse.ArgumentParser, *, dynamic: bool) -> None:
+    p.add_argument("--input-shape", type=A.input_shape, action="append", metavar="NAME=DxD", help="e.g. input_ids=1x128")
+    if dynamic:
+        p.add_argument("--dynamic", type=A.dynamic_dim, action="append", metavar="NAME:AXIS=SYM",
+                       help="make an input axis symbolic, e.g. input_ids:1=seq")
+    p.add_argument("--size", type=A.size, action="append", metavar="SYM=N", help="size of a symbolic dim, e.g. seq=128")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from llmc.errors import LLMCError
+
+    try:
+        a = _parser().parse_args(argv)
+    except SystemExit as e:  # --help, or a usage error (argparse printed it)
+        return int(e.code or 0)
+    debug = getattr(a, "debug", False)
+    try:
+        return a.func(a)
+    except LLMCError as e:
+        if debug:
+            raise
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if debug:
+            raise
+        print(f"error: unexpected {type(e).__name__}: {_flat(str(e))} (a bug in llmc: please report it with the "
+              "traceback from --debug)", file=sys.stderr)
+        return 1
+
+
+def _one_line(e) -> str:
+    """The error's what/where/hint on one line (a verify error's neighbourhood listing is dropped)."""
+    shown = copy.copy(e)
+    shown.where = e.where.splitlines()[0] if e.where else None
+    return _flat(shown._format())
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())

@@ -1,0 +1,93 @@
+"""``llmc compile``, ``llmc inspect`` and ``llmc targets``."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from llmc.cli import show
+from llmc.cli.args import dynamic_dict, shapes_dict
+from llmc.codegen.report import Table, count, nbytes
+
+
+def compile_cmd(a) -> int:
+    from llmc import api
+
+    with show.status(f"compiling {a.model}") as update:
+        art = api.compile(
+            a.model, a.target, output=a.output, opt_level=a.opt_level, input_shapes=shapes_dict(a.input_shape),
+            dynamic=dynamic_dict(a.dynamic), verify=a.verify, sizes=dict(a.size or []), progress=update,
+            **dict(a.option or []),
+        )
+    model = art.manifest["model"]
+    show.line(f"wrote {art.path} (target {art.target}, {art.manifest['opt_level']}): "
+              f"{count(model['parameters'])} parameters, {nbytes(model['weight_bytes'])} of weights, "
+              f"{len(art.manifest['files']) + 1} files")
+    rows = [[r.name, "yes" if r.changed else "no", f"{r.seconds:.3f}", _stats(r.stats)] for r in art.passes]
+    show.tables([Table("passes", ["pass", "changed", "seconds", "stats"], rows)])
+    return 0
+
+
+def _stats(stats: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in stats.items()) or "-"
+
+
+def inspect_cmd(a) -> int:
+    from llmc.codegen.artifact import MANIFEST
+
+    path = Path(a.model)
+    if path.is_dir() and (path / MANIFEST).is_file():
+        return _inspect_artifact(path, a)
+    from llmc.codegen.report import graph_facts, model_tables
+    from llmc.frontend.load import load_model
+
+    with show.status(f"capturing {a.model}"):
+        graph = load_model(a.model, input_shapes=shapes_dict(a.input_shape), dynamic=dynamic_dict(a.dynamic))
+        facts = graph_facts(graph, dict(a.size or []))
+    if a.ir:
+        show.line(str(graph))
+    elif a.json:
+        show.as_json(facts)
+    else:
+        show.tables(model_tables(facts))
+    return 0
+
+
+def _inspect_artifact(path: Path, a) -> int:
+    from llmc import api
+    from llmc.codegen.report import artifact_tables
+
+    with show.status(f"checking {path}"):
+        art = api.load(path)
+    if a.ir:
+        show.line(str(art.graph))
+    elif a.json:
+        show.as_json(art.manifest)
+    else:
+        show.tables(artifact_tables(art.manifest))
+    return 0
+
+
+def targets_cmd(a) -> int:
+    from llmc.codegen.target import all_targets
+
+    rows = []
+    for t in all_targets():
+        options = _options(t.Options)
+        rows.append([t.name, t.description, options, ", ".join(t.pipelines), "yes" if t.can_run() else "no"])
+    show.tables([Table("targets", ["target", "what it builds", "options (--option K=V)", "levels (-O)", "runs here"], rows)])
+    return 0
+
+
+def _options(cls) -> str:
+    if not dataclasses.is_dataclass(cls):
+        return "-"
+    parts = []
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            parts.append(f"{f.name}={f.default}")
+        elif f.default_factory is not dataclasses.MISSING:
+            parts.append(f"{f.name}={f.default_factory()}")
+        else:
+            parts.append(f"{f.name} (required)")
+    return ", ".join(parts) or "-"

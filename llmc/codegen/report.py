@@ -1,0 +1,161 @@
+"""What a person and the manifest need to know about a graph, and how it reads as tables.
+
+``graph_facts(graph)`` is the one place the facts are computed (signature, symbolic dims,
+parameter count, weight memory, op histogram, flops, the per-layer table); the manifest stores
+them under ``"model"``. ``model_tables`` / ``artifact_tables`` lay facts out as ``Table``s that
+``to_markdown`` writes into report.md and ``llmc inspect`` prints with rich: one layout, two media.
+
+Flops come from each op's registry ``Cost``; symbolic dims count at the sizes given (default 1),
+recorded beside the numbers under ``"sizes"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from llmc.ir import shapes as S
+from llmc.ir.graph import Graph, Value
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+
+
+# -- facts ----------------------------------------------------------------------------------
+
+
+def signature(values: Iterable[Value]) -> list[dict]:
+    """``[{"name", "dtype", "shape"}]``; symbolic dims are strings such as ``"seq"``."""
+    return [{"name": v.name, "dtype": v.type.dtype.value, "shape": [S.to_json(d) for d in v.type.shape]} for v in values]
+
+
+def graph_facts(graph: Graph, sizes: Mapping[str, int] | None = None) -> dict:
+    """Everything ``llmc inspect`` shows about ``graph``; JSON-ready and deterministic."""
+    env = {s: int((sizes or {}).get(s, 1)) for s in graph.symbols()}
+    layers = layer_table(graph, env)
+    return {
+        "name": graph.name,
+        "inputs": signature(graph.inputs),
+        "outputs": signature(graph.outputs),
+        "symbols": graph.symbols(),
+        "sizes": env,
+        "parameters": graph.parameter_count(),
+        "weight_bytes": graph.weight_bytes(),
+        "nodes": len(graph.nodes),
+        "flops": sum(row["flops"] for row in layers),
+        "ops": graph.op_histogram(),
+        "layers": layers,
+    }
+
+
+def layer_table(graph: Graph, env: Mapping[str, int]) -> list[dict]:
+    """One row per model layer (``NodeMeta.layer``; ``None`` = outside the blocks, listed last).
+
+    A weight counts in the layer of its first reader, so a tied embedding is counted once.
+    """
+    rows: dict[int | None, dict] = {}
+    counted: set[int] = set()
+    for node in graph.nodes:
+        row = rows.setdefault(node.meta.layer, {"layer": node.meta.layer, "nodes": 0, "params": 0,
+                                                "weight_bytes": 0, "flops": 0})
+        row["nodes"] += 1
+        cost = node.opdef.cost([v.type for v in node.inputs], [v.type for v in node.outputs], node.attrs)
+        row["flops"] += _at(cost.flops, env)
+        for v in node.inputs:
+            if v.is_const and id(v) not in counted:
+                counted.add(id(v))
+                row["params"] += _at(v.type.numel, env)
+                row["weight_bytes"] += int(v.type.nbytes(dict(env)))
+    return sorted(rows.values(), key=lambda r: (r["layer"] is None, r["layer"] or 0))
+
+
+def _at(d: S.Dim, env: Mapping[str, int]) -> int:
+    if isinstance(d, (int, float)):
+        return int(d)
+    return int(S.evaluate(d, {s: env.get(s, 1) for s in map(str, d.free_symbols)}))
+
+
+# -- tables ---------------------------------------------------------------------------------
+
+
+def model_tables(facts: dict) -> list[Table]:
+    """Summary, signature, per-layer table and op histogram of ``graph_facts`` output."""
+    sizes = ", ".join(f"{k}={v}" for k, v in facts["sizes"].items())
+    summary = [
+        ["parameters", count(facts["parameters"]) + (f" ({facts['parameters']:,})" if facts["parameters"] >= 1000 else "")],
+        ["weight memory", nbytes(facts["weight_bytes"])],
+        ["nodes", f"{facts['nodes']:,}"],
+        ["flops per call", count(facts["flops"]) + (f" (at {sizes})" if sizes else "")],
+        ["symbolic dims", ", ".join(facts["symbols"]) or "none (static shapes)"],
+    ]
+    sig = [[kind, v["name"], v["dtype"], "[" + ", ".join(map(str, v["shape"])) + "]"]
+           for kind in ("input", "output") for v in facts[kind + "s"]]
+    layers = [["-" if r["layer"] is None else str(r["layer"]), str(r["nodes"]), count(r["params"]),
+               nbytes(r["weight_bytes"]), count(r["flops"])] for r in facts["layers"]]
+    return [
+        Table(f"model {facts['name']}", ["", ""], summary),
+        Table("signature", ["", "name", "dtype", "shape"], sig),
+        Table("layers (- = outside the blocks)", ["layer", "nodes", "params", "weights", "flops"], layers),
+        Table("ops", ["op", "count"], [[op, str(n)] for op, n in sorted(facts["ops"].items(), key=lambda kv: (-kv[1], kv[0]))]),
+    ]
+
+
+def artifact_tables(manifest: dict) -> list[Table]:
+    """The compile half of a manifest (target, options, passes, payload), then ``model_tables``."""
+    target = manifest["target"]
+    options = ", ".join(f"{k}={v}" for k, v in target["options"].items()) or "defaults"
+    compiled = [["target", target["name"]], ["options", options], ["optimization", manifest["opt_level"]],
+                ["llmc", manifest["llmc"]], ["schema", str(manifest["schema"])]]
+    compiled += [[k, _short(v)] for k, v in manifest["payload"].items()]
+    passes = [[p["name"], "yes" if p["changed"] else "no", _short(p["stats"])] for p in manifest["passes"]]
+    tables = [Table("artifact", ["", ""], compiled), *model_tables(manifest["model"])]
+    tables.append(Table(f"passes ({manifest['opt_level']})", ["pass", "changed", "stats"], passes))
+    if "files" in manifest:
+        tables.append(Table("files", ["file", "sha256"], [[f, h[:16]] for f, h in manifest["files"].items()]))
+    return tables
+
+
+def _short(value) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "-"
+    return str(value)
+
+
+def to_markdown(tables: list[Table], title: str) -> str:
+    lines = [f"# {title}", ""]
+    for t in tables:
+        lines += [f"## {t.title}", "", "| " + " | ".join(t.columns) + " |", "|" + " --- |" * len(t.columns)]
+        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in t.rows]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def render_report(manifest: dict) -> str:
+    """report.md of an artifact (everything in the manifest except the file hashes)."""
+    body = {k: v for k, v in manifest.items() if k != "files"}
+    return to_markdown(artifact_tables(body), f"llmc artifact: {manifest['model']['name']}")
+
+
+# -- numbers for people ---------------------------------------------------------------------
+
+
+def count(n: float) -> str:
+    """``6738415616`` -> ``6.74 B``."""
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {suffix}"
+    return str(int(n))
+
+
+def nbytes(n: float) -> str:
+    """``13476831232`` -> ``12.55 GiB``."""
+    for scale, suffix in ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {suffix}"
+    return f"{int(n)} B"
