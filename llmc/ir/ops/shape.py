@@ -166,6 +166,56 @@ class Gather:
         return np.take(x, idx, axis=attrs["axis"], mode="wrap" if (idx < 0).any() else "raise")
 
 
+@op("gather_elements", inputs=("x", "indices"), kind="gather", attrs={"axis": Attr("int")}, cost_fn=_moves_only)
+class GatherElements:
+    """out[..., i, ...] = x[..., indices[..., i, ...], ...] along `axis` (torch.gather, ONNX GatherElements).
+
+    `indices` has the rank of `x`; the output has the shape of `indices`. Negatives wrap.
+    """
+
+    @staticmethod
+    def infer(types, attrs):
+        x, idx = types
+        if not idx.dtype.is_int or idx.rank != x.rank:
+            raise ShapeError(f"gather_elements needs integer indices of the rank of {x}, got {idx}")
+        norm_axis(attrs["axis"], x.rank, "gather_elements")
+        return [x.with_shape(idx.shape)]
+
+    @staticmethod
+    def reference(xs, attrs):
+        x, idx = xs
+        axis = attrs["axis"] % x.ndim
+        return np.take_along_axis(x, np.where(idx < 0, idx + x.shape[axis], idx), axis=axis)
+
+
+@op("gather_nd", inputs=("x", "indices"), kind="gather", attrs={"batch_dims": Attr("int", 0)}, cost_fn=_moves_only)
+class GatherNd:
+    """Index the leading axes of `x` by tuples (ONNX GatherND): the last axis of `indices` (static
+    length k) holds coordinates into axes [b, b + k) of `x`, after `batch_dims` b shared leading axes.
+
+    out.shape = x.shape[:b] + indices.shape[b:-1] + x.shape[b + k:]. Negatives wrap.
+    """
+
+    @staticmethod
+    def infer(types, attrs):
+        x, idx = types
+        b, k = attrs["batch_dims"], idx.shape[-1] if idx.rank else None
+        if not idx.dtype.is_int or not isinstance(k, int) or b + k > x.rank or b >= idx.rank:
+            raise ShapeError(f"gather_nd needs integer indices whose static last axis indexes {x} after {b} batch axes, got {idx}")
+        return [x.with_shape((*x.shape[:b], *idx.shape[b:-1], *x.shape[b + k:]))]
+
+    @staticmethod
+    def reference(xs, attrs):
+        x, idx = xs
+        b, k = attrs["batch_dims"], idx.shape[-1]
+        batch = x.shape[:b]
+        flat_x = x.reshape((-1, *x.shape[b:]))
+        flat_i = idx.reshape((flat_x.shape[0], -1, k))
+        flat_i = np.where(flat_i < 0, flat_i + np.array(x.shape[b:b + k]), flat_i)
+        rows = [xb[tuple(np.moveaxis(ib, -1, 0))] for xb, ib in zip(flat_x, flat_i)]
+        return np.stack(rows).reshape((*batch, *idx.shape[b:-1], *x.shape[b + k:]))
+
+
 @op("expand", inputs=("x",), kind="shape", attrs={"shape": Attr("dims", doc="-1 keeps the input's size")},
     cost_fn=_moves_only)
 class Expand:
