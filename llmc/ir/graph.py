@@ -107,9 +107,13 @@ class Graph:
     # -- building ---------------------------------------------------------------------------
 
     def fresh(self, hint: str, *, taken: set[str] | None = None) -> str:
-        """A value name (or a name in ``taken``) not used in this graph yet, derived from ``hint``."""
+        """A value name (or a name in ``taken``) not used in this graph yet, derived from ``hint``.
+
+        Names keep the characters model formats use in tensor names (``gpu_0/data_0``,
+        ``input:0``, ``layer-1``), so inputs and outputs carry the source model's names.
+        """
         taken = self._names if taken is None else taken
-        base = "".join(c if c.isalnum() or c in "._" else "_" for c in hint) or "v"
+        base = "".join(c if c.isalnum() or c in "._/:-" else "_" for c in hint) or "v"
         name = base
         while name in taken:
             name = f"{base}_{next(self._counter)}"
