@@ -7,7 +7,7 @@ from pathlib import Path
 
 from llmc.cli import show
 from llmc.cli.args import dynamic_dict, shapes_dict
-from llmc.codegen.report import Table, count, nbytes
+from llmc.codegen.report import Table, count, nbytes, pass_label
 
 
 def compile_cmd(a) -> int:
@@ -23,7 +23,8 @@ def compile_cmd(a) -> int:
     show.line(f"wrote {art.path} (target {art.target}, {art.manifest['opt_level']}): "
               f"{count(model['parameters'])} parameters, {nbytes(model['weight_bytes'])} of weights, "
               f"{len(art.manifest['files']) + 1} files")
-    rows = [[r.name, "yes" if r.changed else "no", f"{r.seconds:.3f}", _stats(r.stats)] for r in art.passes]
+    rows = [[pass_label(r.name, r.round), "yes" if r.changed else "no", f"{r.seconds:.3f}", _stats(r.stats)]
+            for r in art.passes]
     show.tables([Table("passes", ["pass", "changed", "seconds", "stats"], rows)])
     return 0
 

@@ -109,7 +109,7 @@ def _fill(tmp: Path, graph: Graph, *, target, options, opt_level, passes, sizes)
         "llmc": _llmc_version(),
         "target": {"name": target.name, "options": _options_json(options)},
         "opt_level": opt_level,
-        "passes": [{"name": r.name, "changed": bool(r.changed), "stats": r.stats} for r in passes],
+        "passes": [r.to_json(timings=False) for r in passes],
         "model": graph_facts(graph, sizes),
         "payload": {"files": sorted(payload.files), **payload.manifest},
     }

@@ -111,12 +111,18 @@ def artifact_tables(manifest: dict) -> list[Table]:
     compiled = [["target", target["name"]], ["options", options], ["optimization", manifest["opt_level"]],
                 ["llmc", manifest["llmc"]], ["schema", str(manifest["schema"])]]
     compiled += [[k, _short(v)] for k, v in manifest["payload"].items()]
-    passes = [[p["name"], "yes" if p["changed"] else "no", _short(p["stats"])] for p in manifest["passes"]]
+    passes = [[pass_label(p["name"], p.get("round")), "yes" if p["changed"] else "no", _short(p["stats"])]
+              for p in manifest["passes"]]
     tables = [Table("artifact", ["", ""], compiled), *model_tables(manifest["model"])]
     tables.append(Table(f"passes ({manifest['opt_level']})", ["pass", "changed", "stats"], passes))
     if "files" in manifest:
         tables.append(Table("files", ["file", "sha256"], [[f, h[:16]] for f, h in manifest["files"].items()]))
     return tables
+
+
+def pass_label(name: str, round: int | None) -> str:
+    """``cse`` or, inside a fixpoint group, ``cse (round 2)``."""
+    return name if round is None else f"{name} (round {round})"
 
 
 def _short(value) -> str:

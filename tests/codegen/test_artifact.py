@@ -10,6 +10,7 @@ from llmc.codegen.artifact import MANIFEST, check_output, read_artifact, write_a
 from llmc.codegen.target import Payload, Target, get_target
 from llmc.errors import ArtifactError, TargetError, WeightsNotMaterialized
 from llmc.ir import DType, Graph, MetaWeight, NodeMeta, TensorType, run, sym
+from llmc.passes.manager import PassRecord
 
 
 def toy_lm(vocab=32, dim=8) -> Graph:
@@ -29,13 +30,8 @@ def toy_lm(vocab=32, dim=8) -> Graph:
     return g
 
 
-class Record:
-    def __init__(self, name, changed, stats):
-        self.name, self.changed, self.stats, self.seconds = name, changed, stats, 0.5
-
-
 def write(graph, out, target=None, **kw):
-    kw.setdefault("passes", [Record("dce", True, {"removed": 1})])
+    kw.setdefault("passes", [PassRecord("dce", True, 0.5, {"removed": 1})])
     return write_artifact(graph, out, target=target or get_target("reference"), options=None, opt_level="O1", **kw)
 
 
