@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from llmc.errors import InputError, ModelLoadError, ShapeError
+from llmc.ir import shapes as S
 from llmc.ir.graph import Graph
 
 InputShapes = Mapping[str, Sequence[int | str]]
@@ -93,10 +94,9 @@ def _load_file(path: Path, input_shapes, dynamic) -> Graph:
 
         return from_onnx(path, input_shapes=input_shapes, dynamic=dynamic)
     if suffix == ".pt2":
-        _refuse_shapes(input_shapes, "a .pt2 program")
         from llmc.frontend.torch import from_torch
 
-        return from_torch(_read_pt2(path), dynamic=dynamic, name=path.stem)
+        return _checked(from_torch(_read_pt2(path), dynamic=dynamic, name=path.stem), input_shapes)
     raise ModelLoadError(f"{path}: llmc does not read {suffix or 'extension-less'} files",
                          hint="give a .onnx or .pt2 file, or a Hugging Face model folder")
 
@@ -131,10 +131,9 @@ def _load_torch_object(obj, example_inputs, input_shapes, dynamic) -> Graph:
     import torch
 
     if isinstance(obj, torch.export.ExportedProgram):
-        _refuse_shapes(input_shapes, "an ExportedProgram")
         from llmc.frontend.torch import from_torch
 
-        return from_torch(obj, dynamic=dynamic)
+        return _checked(from_torch(obj, dynamic=dynamic), input_shapes)
     if example_inputs is None and _is_hf_model(obj):
         from llmc.frontend.hf import from_hf
 
@@ -165,10 +164,22 @@ def _is_hf_model(obj) -> bool:
 # -- input shapes ---------------------------------------------------------------------------
 
 
-def _refuse_shapes(input_shapes, what: str) -> None:
-    if input_shapes:
-        raise InputError(f"input shapes cannot be changed for {what}: its shapes were fixed when it was exported",
-                         hint="export it again with the shapes you want, or declare them dynamic at export")
+def _checked(graph: Graph, input_shapes) -> Graph:
+    """``graph`` if ``input_shapes`` fit it: an exported program's shapes were fixed at export,
+    so given shapes can only confirm them (or pick sizes for its symbolic dims)."""
+    names = [v.name for v in graph.inputs]
+    unknown = sorted(set(input_shapes or {}) - set(names))
+    if unknown:
+        raise InputError(f"the model has no input(s) {unknown}", hint=f"its inputs are {names}")
+    env: dict[str, int] = {}
+    for v in graph.inputs:
+        if v.name in (input_shapes or {}):
+            try:
+                S.bind(v.type.shape, _static(v.name, input_shapes[v.name]), env, what=f"input {v.name}")
+            except ShapeError as e:
+                raise ShapeError(e.what, hint="the program's shapes were fixed when it was exported; export it "
+                                              "again with these shapes, or with this axis dynamic") from None
+    return graph
 
 
 def _static(name: str, shape: Sequence) -> tuple[int, ...]:
