@@ -79,6 +79,7 @@ class Attention:
     Grouped-query: Hq is a multiple of Hkv and query head h reads kv head h // (Hq / Hkv).
     `mask` is bool (True keeps) or additive float, broadcast to [B, Hq, S, T]. `causal` lets
     query i (absolute position T - S + i, so a KV cache of T - S past tokens works) see keys <= it.
+    A query whose every key is masked gets zeros (as torch's SDPA), not NaN.
     """
 
     @staticmethod
@@ -116,7 +117,8 @@ class Attention:
             scores = np.where(keep, scores, -np.inf)
         m = scores.max(axis=-1, keepdims=True)
         e = np.exp(scores - np.where(np.isfinite(m), m, 0))
-        p = e / e.sum(axis=-1, keepdims=True)
+        total = e.sum(axis=-1, keepdims=True)
+        p = e / np.where(total > 0, total, 1)  # a row with every key masked gives zeros, as torch's SDPA
         out = np.einsum("bhgst,bhtd->bhgsd", p.reshape(b, hkv, group, s, t), v, optimize=True)
         return out.reshape(b, hq, s, v.shape[-1]).astype(xs[0].dtype)
 
