@@ -13,12 +13,18 @@ class DeadCodeElimination(Pass):
     Every IR op is pure, so a node is live exactly when one of its outputs is a graph output
     or is read by a live node. Graph inputs stay (they are the model's signature)::
 
-        graph main(%x: f32[4]) {                     graph main(%x: f32[4]) {
-          // 1 constants, 4 elements                   %y = relu(%x) : f32[4]
-          %y = relu(%x) : f32[4]             ==>       return %y
-          %unused = add(%x, %w) : f32[4]             }
-          return %y
-        }
+        before:
+          graph main(%x: f32[4]) {
+            // 1 constants, 4 elements
+            %y = relu(%x) : f32[4]
+            %unused = add(%x, %w) : f32[4]
+            return %y
+          }
+        after:
+          graph main(%x: f32[4]) {
+            %y = relu(%x) : f32[4]
+            return %y
+          }
     """
 
     name = "dce"

@@ -122,7 +122,8 @@ class Constant(Pattern):
 
 class Op(Pattern):
     """A value produced by ``op`` whose inputs match ``inputs`` (same count), whose attributes
-    equal (or satisfy, for callables) ``attrs``, and whose node passes ``where``. ``output``
+    equal (or satisfy, for callables) ``attrs``, and whose node passes ``where`` (asked once the
+    inputs matched, so it may rely on their structure). ``output``
     picks the output of multi-output ops. Unlike a rule's check, these conditions fail silently:
     use them for what merely makes a node a different pattern (an identity reshape or not)."""
 
@@ -148,8 +149,6 @@ class Op(Pattern):
             have = node.attrs.get(key)
             if not (want(have) if callable(want) else have == want):
                 return
-        if self.where is not None and not self.where(node):
-            return
         yield from state.bind(self.name, value, lambda: self._match_node(node, state))
 
     def _match_node(self, node: Node, state: MatchState) -> Iterator[None]:
@@ -159,7 +158,9 @@ class Op(Pattern):
             if self.op in COMMUTATIVE and len(self.inputs) == 2:
                 orders.append(self.inputs[::-1])
             for pats in orders:
-                yield from _match_all(pats, node.inputs, state)
+                for _ in _match_all(pats, node.inputs, state):
+                    if self.where is None or self.where(node):
+                        yield
         finally:
             state.nodes.pop()
 

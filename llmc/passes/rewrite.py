@@ -62,9 +62,19 @@ class Match:
         return small_array(self.captures[name])
 
     def scalar(self, name: str) -> float | None:
-        """The captured constant ``name`` as a float when it holds one element, else None."""
+        """The captured constant ``name`` as a float when it holds one element, else None.
+
+        The float is the shortest decimal of the stored number (an f32 1e-5 reads 1e-05, not
+        9.99999974e-06), so attributes made from it read like the model's config.
+        """
         data = self.array(name)
-        return float(data.reshape(-1)[0]) if data is not None and data.size == 1 else None
+        if data is None or data.size != 1:
+            return None
+        value = data.reshape(-1)[0]
+        try:
+            return float(str(value))
+        except ValueError:
+            return float(value)
 
     def call(self, op: str, *inputs: Value, **attrs) -> Value:
         """Add a node before the root, with the root's meta; returns its (first) output."""
