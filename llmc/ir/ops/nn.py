@@ -95,12 +95,18 @@ class Conv2d:
         o, cg, kh, kw = w.shape
         oh, ow = (_pool_len(x.shape[2 + i], w.shape[2 + i], attrs["stride"][i], attrs["padding"][i],
                             attrs["padding"][2 + i], attrs["dilation"][i], False) for i in range(2))
-        xp = _pad_spatial(x, attrs["padding"], 0).reshape(n, g, cg, x.shape[2] + attrs["padding"][0] + attrs["padding"][2], -1)
-        wg = w.reshape(g, o // g, cg, kh, kw)
-        out = np.zeros((n, g, o // g, oh, ow), dtype=x.dtype)
-        xp4 = xp.reshape(n, g * cg, *xp.shape[3:])
-        for i, j, view in _windows(xp4, (kh, kw), attrs["stride"], attrs["dilation"], (oh, ow)):
-            out += np.einsum("ngchw,goc->ngohw", view.reshape(n, g, cg, oh, ow), wg[:, :, :, i, j], optimize=True)
+        (sh, sw), (dh, dw) = attrs["stride"], attrs["dilation"]
+        xp = _pad_spatial(x, attrs["padding"], 0)
+        # im2col as a strided view, one copy into [n, g, cg*kh*kw, oh*ow], then one 2-D GEMM per image
+        # and group (numpy's broadcasting matmul does not reach BLAS; plain 2-D products do)
+        win = np.lib.stride_tricks.sliding_window_view(xp, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
+        win = win[:, :, : sh * (oh - 1) + 1: sh, : sw * (ow - 1) + 1: sw, ::dh, ::dw]
+        cols = win.reshape(n, g, cg, oh, ow, kh, kw).transpose(0, 1, 2, 5, 6, 3, 4).reshape(n, g, cg * kh * kw, oh * ow)
+        wg = w.reshape(g, o // g, cg * kh * kw)
+        out = np.empty((n, g, o // g, oh * ow), dtype=x.dtype)
+        for b in range(n):
+            for j in range(g):
+                np.matmul(wg[j], cols[b, j], out=out[b, j])
         out = out.reshape(n, o, oh, ow)
         if len(xs) == 3:
             out += _wide(xs[2]).reshape(1, o, 1, 1)
