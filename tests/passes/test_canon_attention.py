@@ -112,14 +112,27 @@ def test_a_per_head_scale_is_refused():
     assert attention_rules(g).reasons("attention") == ["the scale %per_head is not a nonzero one-element constant"]
 
 
-def test_k_transposed_on_other_axes_is_refused():
+def test_k_transposed_from_heads_last_is_read_through_one_transpose():
+    """The legacy ONNX exporter: k^T = transpose(k [B, T, H, D], perm=[0, 2, 3, 1])."""
     g = Graph()
-    q = g.add_input("q", TensorType(DType.f32, (B, H, S, S)))
-    k = g.add_input("k", TensorType(DType.f32, (B, S, H, S)))
-    v = g.add_input("v", TensorType(DType.f32, (B, H, S, D)))
-    p = g.call("softmax", g.call("matmul", q, g.call("transpose", k, perm=(0, 2, 1, 3))), axis=-1)
+    shapes = {"q": (B, H, S, D), "k_bthd": (B, S, H, D), "v": (B, H, S, D)}
+    q, k, v = (g.add_input(n, TensorType(DType.f32, s)) for n, s in shapes.items())
+    inputs = {n: rng.standard_normal(s).astype(np.float32) for n, s in shapes.items()}
+    p = g.call("softmax", g.call("matmul", q, g.call("transpose", k, perm=(0, 2, 3, 1))), axis=-1)
     g.outputs = [g.call("matmul", p, v)]
-    assert attention_rules(g).reasons("attention") == ["k is transposed by [0, 2, 1, 3], not by [0,1,3,2]"]
+    _, after, _ = transformed(g, inputs, canonicalize)
+    assert [n.op for n in g.nodes] == ["transpose", "attention"]
+    assert "transpose(%k_bthd) {perm=[0,2,1,3]}" in after
+
+
+def test_k_transposed_across_the_batch_axis_is_refused():
+    g = Graph()
+    q = g.add_input("q", TensorType(DType.f32, (S, H, S, D)))
+    k = g.add_input("k", TensorType(DType.f32, (S, H, D, S)))
+    v = g.add_input("v", TensorType(DType.f32, (S, H, S, D)))
+    p = g.call("softmax", g.call("matmul", q, g.call("transpose", k, perm=(3, 1, 2, 0))), axis=-1)
+    g.outputs = [g.call("matmul", p, v)]
+    assert attention_rules(g).reasons("attention") == ["k is transposed by [3, 1, 2, 0], which moves its batch axis"]
 
 
 def test_a_mask_that_broadcasts_the_scores_is_refused():

@@ -8,7 +8,8 @@ Also matched: scores divided by a constant, no mask, softmax computed in f32 bet
 the "safe softmax" of ONNX exports (``where(isnan(p), 0, p)``, imported as
 ``where(not(equal(p, p)), 0, p)``), and grouped-query attention where k and v are repeated
 by Hugging Face's ``repeat_kv`` (``reshape -> expand -> reshape``): the attention reads the
-unrepeated k and v. An additive mask that is a constant causal triangle becomes ``causal=True``.
+unrepeated k and v. k^T may come from any transpose that keeps the batch axis first (the
+legacy ONNX exporter's transpose(reshape(k), [0, 2, 3, 1])). An additive mask that is a constant causal triangle becomes ``causal=True``.
 
 A row whose scores are all masked gives zeros in ``attention`` (as torch's SDPA and the safe
 softmax do); a plain softmax gave NaN there.
@@ -75,13 +76,26 @@ def _check_repeat(m: Match, tag: str, base: Value) -> str | None:
     return None
 
 
+def _key_perm(m: Match) -> list[int]:
+    """How the captured k is permuted into [B, H, T, D]: k^T = transpose(k, perm), so undo the
+    last swap (the identity for the usual transpose(k, [0, 1, 3, 2]))."""
+    perm = list(m.node("kt").attrs["perm"])
+    return [perm[i] for i in _SWAP] if len(perm) == 4 else perm
+
+
+_SWAP = (0, 1, 3, 2)
+
+
 def _check_types(m: Match) -> str | None:
     qv, kv, vv = m["q"], m["k"], m["v"]
     if any(t.type.rank != 4 for t in (qv, kv, vv)):
         return "q, k and v are not all 4-D [batch, heads, seq, dim]"
     if not (qv.type.dtype == kv.type.dtype == vv.type.dtype) or not qv.type.dtype.is_float:
         return "q, k and v do not share one float dtype"
-    (b, hq, _, d), (bk, hk, t, dk), (bv, hv, tv, _) = qv.type.shape, kv.type.shape, vv.type.shape
+    if _key_perm(m) != list(range(4)) and "k_rep" in m:
+        return "k is both repeated and permuted"
+    k_shape = [kv.type.shape[i] for i in _key_perm(m)]
+    (b, hq, _, d), (bk, hk, t, dk), (bv, hv, tv, _) = qv.type.shape, k_shape, vv.type.shape
     if not all(S.same(x, y) for x, y in ((b, bk), (b, bv), (hk, hv), (t, tv), (d, dk))):
         return "q, k and v disagree on batch, kv heads, key length or head dim"
     if isinstance(hq, int) and isinstance(hk, int) and hq % hk:
@@ -109,15 +123,17 @@ def _check_mask(m: Match) -> str | None:
 
 
 def _check_attention(m: Match) -> str | None:
-    if list(m.node("kt").attrs["perm"]) != [0, 1, 3, 2]:
-        return f"k is transposed by {list(m.node('kt').attrs['perm'])}, not by [0,1,3,2]"
+    if _key_perm(m)[:1] != [0]:
+        return f"k is transposed by {list(m.node('kt').attrs['perm'])}, which moves its batch axis"
     return (_check_types(m) or _check_repeat(m, "k", m["k"]) or _check_repeat(m, "v", m["v"])
             or _check_softmax(m) or _check_mask(m) or _scale(m)[1])
 
 
 def _attention(m: Match):
     mask = [m["mask"]] if "mask" in m else []
-    return m.call("attention", m["q"], m["k"], m["v"], *mask, causal=False, scale=_scale(m)[0])
+    perm = _key_perm(m)
+    k = m["k"] if perm == list(range(4)) else m.call("transpose", m["k"], perm=perm)
+    return m.call("attention", m["q"], k, m["v"], *mask, causal=False, scale=_scale(m)[0])
 
 
 attention = Rule("attention", _pattern, _attention, check=_check_attention)
@@ -128,10 +144,10 @@ _MAX_MASK = 1 << 22
 _causal_cache: WeakKeyDictionary = WeakKeyDictionary()
 
 
-def causal_mask_reason(mask: Value, s, t) -> str | None:
+def _causal_reason(mask: Value, s, t) -> str | None:
     """Why the constant ``mask`` is not a causal mask for s queries over t keys (bottom-right aligned)."""
-    if not mask.is_const or not mask.const.materialized or not isinstance(mask.type.numel, int):
-        return "the mask is not a materialized constant"
+    if not mask.const.materialized or not isinstance(mask.type.numel, int):
+        return "the mask constant has no data"
     if not (isinstance(s, int) and isinstance(t, int)) or mask.type.numel > _MAX_MASK:
         return "the mask is too large or the sequence lengths are symbolic"
     if any(d != 1 for d in mask.type.shape[:-2]) or tuple(mask.type.shape[-2:]) != (s, t):
@@ -150,11 +166,11 @@ def causal_mask_reason(mask: Value, s, t) -> str | None:
 
 def _check_causal(m: Match) -> str | None:
     qs, ks = m["q"].type.shape, m["k"].type.shape
-    return causal_mask_reason(m["mask"], qs[2], ks[2])
+    return _causal_reason(m["mask"], qs[2], ks[2])
 
 
 causal_mask = Rule(
-    "causal_mask", P.op("attention", q, k, v, P.any("mask"), causal=False),
+    "causal_mask", P.op("attention", q, k, v, P.const("mask"), causal=False),
     lambda m: m.call("attention", m["q"], m["k"], m["v"], causal=True, scale=m.root.attrs["scale"]),
     check=_check_causal,
 )
