@@ -7,7 +7,7 @@ from llmc.ir import DType, Graph, TensorType
 from llmc.passes import get_pass
 from llmc.passes.canonicalize import RULE_SETS
 from llmc.passes.rewrite import apply_rules
-from decomposed_graphs import causal_additive_mask, const, eager_attention
+from decomposed_graphs import causal_additive_mask, const, eager_attention, repeat_kv
 from pass_checks import transformed
 
 rng = np.random.default_rng(0)
@@ -45,6 +45,28 @@ def test_grouped_query_attention_reads_the_unrepeated_kv_heads():
     before, after, _ = transformed(g, inputs, canonicalize)
     assert before.count("expand(") == 2
     assert [n.op for n in g.nodes] == ["attention"] and [x.name for x in g.nodes[0].inputs] == ["q", "k", "v"]
+
+
+def test_attention_fed_repeated_kv_heads_reads_them_unrepeated():
+    """torch's SDPA after HF repeat_kv: attention(q, repeat_kv(k), repeat_kv(v))."""
+    g, q, k, v, inputs = qkv(kv_heads=2)
+    g.outputs = [g.call("attention", q, repeat_kv(g, k, 2), repeat_kv(g, v, 2), causal=True)]
+    _, after, result = transformed(g, inputs, canonicalize)
+    assert [n.op for n in g.nodes] == ["attention"] and "attention(%q, %k, %v) {causal=True, scale=0.0}" in after
+    assert result.stats["rewrites"] == {"attention_gqa": 1}
+
+
+def test_the_exporters_flattened_repeat_and_transpose_of_k():
+    """torch.onnx (dynamo) Llama: reshape(expand(...) [B,Hkv,g,T,D], [-1,T,D]), transpose, reshape [B,H,D,T]."""
+    g, q, k, v, inputs = qkv(kv_heads=2)
+    expanded = g.call("expand", g.call("reshape", k, shape=(B, 2, 1, S, D)), shape=(B, 2, 2, S, D))
+    flat_t = g.call("transpose", g.call("reshape", expanded, shape=(-1, S, D)), perm=(0, 2, 1))
+    kt = g.call("reshape", flat_t, shape=(B, H, D, S))
+    p = g.call("softmax", g.call("matmul", q, kt), axis=-1)
+    g.outputs = [g.call("matmul", p, repeat_kv(g, v, 2))]
+    _, _, result = transformed(g, inputs, canonicalize)
+    assert [n.op for n in g.nodes] == ["attention"] and [x.name for x in g.nodes[0].inputs] == ["q", "k", "v"]
+    assert result.stats["rewrites"] == {"batched_transpose": 1, "attention": 1}
 
 
 def test_a_constant_causal_mask_becomes_causal():

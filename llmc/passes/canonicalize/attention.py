@@ -8,7 +8,7 @@ Also matched: scores divided by a constant, no mask, softmax computed in f32 bet
 the "safe softmax" of ONNX exports (``where(isnan(p), 0, p)``, imported as
 ``where(not(equal(p, p)), 0, p)``), and grouped-query attention where k and v are repeated
 by Hugging Face's ``repeat_kv`` (``reshape -> expand -> reshape``): the attention reads the
-unrepeated k and v. k^T may come from any transpose that keeps the batch axis first (the
+unrepeated k and v (also when the repeats feed an ``attention`` node, as torch's SDPA leaves them). k^T may come from any transpose that keeps the batch axis first (the
 legacy ONNX exporter's transpose(reshape(k), [0, 2, 3, 1])). An additive mask that is a constant causal triangle becomes ``causal=True``.
 
 A row whose scores are all masked gives zeros in ``attention`` (as torch's SDPA and the safe
@@ -31,10 +31,13 @@ from llmc.passes.rewrite import Match, Rule, RuleSet
 q, k, v = P.any("q"), P.any("k"), P.any("v")
 
 
-def _repeated(base: Pattern, tag: str) -> Pattern:
+def _repeat(base: Pattern, tag: str) -> Pattern:
     """HF repeat_kv of ``base`` [B, H, T, D]: reshape to [B, H, 1, T, D], expand the new axis, merge."""
-    rep = P.op("reshape", P.op("expand", P.op("reshape", base, name=f"{tag}_5d"), name=f"{tag}_x"), name=f"{tag}_rep")
-    return P.either(rep, base)
+    return P.op("reshape", P.op("expand", P.op("reshape", base, name=f"{tag}_5d"), name=f"{tag}_x"), name=f"{tag}_rep")
+
+
+def _repeated(base: Pattern, tag: str) -> Pattern:
+    return P.either(_repeat(base, tag), base)
 
 
 _K = _repeated(k, "k")
@@ -138,6 +141,28 @@ def _attention(m: Match):
 
 attention = Rule("attention", _pattern, _attention, check=_check_attention)
 
+# -- grouped-query attention reads the kv heads unrepeated ------------------------------------
+
+_mask = P.any("mask")
+
+
+def _check_gqa(m: Match) -> str | None:
+    if m["k"].type.rank != 4 or m["v"].type.rank != 4:
+        return "k and v are not 4-D"
+    return _check_repeat(m, "k", m["k"]) or _check_repeat(m, "v", m["v"])
+
+
+def _gqa(m: Match):
+    mask = [m["mask"]] if "mask" in m else []
+    return m.call("attention", m["q"], m["k"], m["v"], *mask, **m.root.attrs)
+
+
+attention_gqa = Rule(
+    "attention_gqa",
+    P.either(P.op("attention", q, _repeat(k, "k"), _repeat(v, "v")), P.op("attention", q, _repeat(k, "k"), _repeat(v, "v"), _mask)),
+    _gqa, check=_check_gqa,
+)
+
 # -- a constant causal mask becomes causal=True ---------------------------------------------
 
 _MAX_MASK = 1 << 22
@@ -175,4 +200,4 @@ causal_mask = Rule(
     check=_check_causal,
 )
 
-RULES = RuleSet("attention", (attention, causal_mask))
+RULES = RuleSet("attention", (attention, attention_gqa, causal_mask))

@@ -81,19 +81,24 @@ transpose_of_transpose = Rule(
 
 
 def _check_batched_transpose(m: Match) -> str | None:
-    """reshape(transpose(reshape(x, [N, a, b]), [0, 2, 1]), [*lead, b, a]) with x: [*lead, a, b]."""
+    """reshape(transpose(reshape(x, [N, a, b]), [0, 2, 1]), [*lead, b, a]) with x: [*batch, a, b]
+    and N = prod(batch) = prod(lead): a transpose of the last two axes, batch dims regrouped."""
     xs, flat, out = m["x"].type.shape, m["flat"].type.shape, m.root.outputs[0].type.shape
-    if len(xs) < 3 or len(flat) != 3:
+    if len(xs) < 3 or len(flat) != 3 or len(out) < 3:
         return f"%{m['x'].name} is not flattened to 3-D batches of matrices"
-    lead, (a, b) = xs[:-2], xs[-2:]
-    if not same_shape(flat, (S.numel(lead), a, b)) or not same_shape(out, (*lead, b, a)):
-        return f"the reshapes around the transpose do not just merge and split the leading axes of {m['x'].type}"
+    (n, a, b) = flat
+    if not same_shape(xs[-2:], (a, b)) or not S.same(S.numel(xs[:-2]), n):
+        return f"the first reshape does more than merge the batch dims of {m['x'].type}"
+    if not same_shape(out[-2:], (b, a)) or not S.same(S.numel(out[:-2]), n):
+        return "the last reshape does more than split the batch dims"
     return None
 
 
 def _batched_transpose(m: Match):
-    rank = m["x"].type.rank
-    return m.call("transpose", m["x"], perm=[*range(rank - 2), rank - 1, rank - 2])
+    xs, out = m["x"].type.shape, m.root.outputs[0].type.shape
+    lead = out[:-2]
+    y = m["x"] if same_shape(xs[:-2], lead) else m.call("reshape", m["x"], shape=(*lead, *xs[-2:]))
+    return m.call("transpose", y, perm=[*range(len(lead)), len(lead) + 1, len(lead)])
 
 
 batched_transpose = Rule(
