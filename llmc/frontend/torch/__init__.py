@@ -8,19 +8,17 @@ The pieces: ``capture`` (export and decompositions), ``importer`` (the graph wal
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from llmc.frontend.torch.capture import decompose, export, load_pt2
+from llmc.frontend.torch.capture import decompose, export
 from llmc.frontend.torch.importer import import_program
 from llmc.ir import Graph
 
-__all__ = ["from_torch", "load_pt2"]
+__all__ = ["from_torch"]
 
 
 def from_torch(
-    model: torch.nn.Module | torch.export.ExportedProgram | str | Path,
+    model: torch.nn.Module | torch.export.ExportedProgram,
     example_inputs: tuple = (),
     *,
     dynamic: dict[str, dict[int, str]] | None = None,
@@ -28,16 +26,14 @@ def from_torch(
 ) -> Graph:
     """Capture ``model`` into a verified llmc graph.
 
-    ``model`` is an ``nn.Module`` (exported with ``example_inputs``, in eval mode), an
-    ``ExportedProgram``, or the path of one saved as ``.pt2``. Hugging Face models are called
+    ``model`` is an ``nn.Module`` (exported with ``example_inputs``, in eval mode) or an
+    ``ExportedProgram`` (``llmc.frontend.load`` reads ``.pt2`` files). Hugging Face models are called
     with ``use_cache=False`` and their tensor outputs named as in the model's output
     (``logits``, ``last_hidden_state``). ``dynamic`` names symbolic sizes by input and axis:
     ``{"input_ids": {1: "seq"}}``. Graph inputs and outputs carry the model's names.
     Raises ``UnsupportedOpError`` listing every op llmc cannot convert, with module paths.
     """
     prefix = ""
-    if isinstance(model, (str, Path)):
-        model = load_pt2(model)
     if isinstance(model, torch.export.ExportedProgram):
         ep = model
         name = name or "main"

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from pathlib import Path
 
 import torch
 
-from llmc.errors import InputError, ModelLoadError, UnsafeModelError
+from llmc.errors import InputError, ModelLoadError
 
 aten = torch.ops.aten
 
@@ -63,20 +62,6 @@ def export(
                 f"torch.export could not capture {type(module).__name__}: {first}",
                 hint="check that the example inputs run through the model; dynamic axes need example sizes >= 2",
             ) from e
-
-
-def load_pt2(path: str | Path) -> torch.export.ExportedProgram:
-    """Load an ``ExportedProgram`` saved with ``torch.export.save`` (``.pt2`` files only)."""
-    path = Path(path)
-    if path.suffix != ".pt2":
-        raise UnsafeModelError(f"{path} is not a .pt2 file", hint="llmc loads torch programs saved with torch.export.save")
-    if not path.is_file():
-        raise ModelLoadError(f"{path} does not exist")
-    try:
-        return torch.export.load(str(path))
-    except Exception as e:  # corrupted archives raise many types
-        raise ModelLoadError(f"{path} is not a readable torch.export program ({e})",
-                             hint="re-save it with torch.export.save") from e
 
 
 def _bind(module: torch.nn.Module, args: tuple, kwargs: dict) -> dict:

@@ -10,27 +10,23 @@ together. After each op the converted types are checked against the types torch 
 
 from __future__ import annotations
 
-import inspect
 import operator
 import re
-from collections import defaultdict
 from collections.abc import Callable
 
 import torch
 import torch.utils._pytree as pytree
 from torch.export.graph_signature import InputKind, OutputKind
 
-from llmc.errors import InputError, LLMCError, ModelLoadError, UnsupportedOpError, VerifyError
-from llmc.frontend.torch.emitter import Emitter, NotConvertible
-from llmc.frontend.torch.ops import IGNORED, bind, converter
-from llmc.frontend.torch.symbols import DataDependentSize, SymbolTable
+from llmc.errors import InputError, ModelLoadError
+from llmc.frontend.torch.ops import IGNORED
+from llmc.frontend.torch.symbols import DataDependentSize
+from llmc.frontend.torch.walker import MISSING, Walker
 from llmc.frontend.torch_dtypes import dtype_from_torch
 from llmc.ir import Graph, MetaWeight, NodeMeta, TensorType, Value, layer_of
-from llmc.ir import shapes as S
 from llmc.ir.tensor import TorchWeight, Weight
 
 WeightSource = Callable[[str, torch.Tensor], Weight]
-_MISSING = object()  # the result of an op that could not be converted
 _SCALARS = (bool, int, float, torch.SymInt, torch.SymFloat, torch.SymBool)
 
 
@@ -59,47 +55,38 @@ def import_program(
     return _Importer(ep, name, dynamic or {}, weight_for, module_prefix).run()
 
 
-class _Importer:
+class _Importer(Walker):
     def __init__(self, ep, name, dynamic, weight_for, module_prefix):
+        super().__init__(name)
         self.ep = ep
-        self.graph = Graph(name)
-        self.cx = Emitter(self.graph)
         self.dynamic = dynamic
         self.weight_for = weight_for
         self.prefix = module_prefix
-        self.symbols = SymbolTable()
-        self.env: dict[torch.fx.Node, object] = {}
-        self.unsupported: dict[str, list[str]] = defaultdict(list)
 
     def run(self) -> Graph:
         placeholders = [n for n in self.ep.graph.nodes if n.op == "placeholder"]
         specs = self.ep.graph_signature.input_specs
-        self._name_symbols([(n, s) for n, s in zip(placeholders, specs) if s.kind == InputKind.USER_INPUT])
+        self._name_symbols([n for n, s in zip(placeholders, specs) if s.kind == InputKind.USER_INPUT])
         for node, spec in zip(placeholders, specs):
             self._placeholder(node, spec)
         for node in self.ep.graph.nodes:
             if node.op == "call_function":
                 self._call(node)
             elif node.op == "get_attr":
-                self.env[node] = _MISSING  # submodules of higher-order ops, reported where used
-        if self.unsupported:
-            raise UnsupportedOpError(dict(self.unsupported), source="torch")
-        self._outputs(next(n for n in self.ep.graph.nodes if n.op == "output"))
-        self.graph.remove_unused_constants()
-        self.graph.verify()
-        return self.graph
+                self.env[node] = MISSING  # submodules of higher-order ops, reported where used
+        return self.finish(self._outputs(next(n for n in self.ep.graph.nodes if n.op == "output")))
 
     # -- inputs and weights ---------------------------------------------------------------------
 
     def _name_symbols(self, user_inputs) -> None:
         """Name torch's size symbols: first the user's names, then ``<input>_<axis>`` for the rest."""
-        known = {n.name for n, _ in user_inputs}
+        known = {n.name for n in user_inputs}
         for input_name in self.dynamic:
             if input_name not in known:
                 raise InputError(f"dynamic sizes are given for {input_name!r}, which is not an input",
                                  hint=f"the model's inputs are {sorted(known)}")
         for named_first in (True, False):
-            for node, _ in user_inputs:
+            for node in user_inputs:
                 val = node.meta.get("val")
                 if not isinstance(val, torch.Tensor):
                     continue
@@ -128,33 +115,30 @@ class _Importer:
         if spec.kind == InputKind.USER_INPUT:
             val = node.meta.get("val")
             if isinstance(val, torch.Tensor):
-                self.env[node] = self.graph.add_input(node.name, self._type(val))
+                self.env[node] = self.graph.add_input(node.name, self.type_of(val))
             else:
                 self.env[node] = self.symbols.dim(val) if isinstance(val, _SCALARS) else val
         elif spec.kind in (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
-            self.env[node] = self._weight(spec.target, node)
+            self.env[node] = self._weight(spec.target)
         else:
-            self.unsupported[f"{spec.kind.name.lower()} input"].append(node.name)
-            self.env[node] = _MISSING
+            self.report(node, f"{spec.kind.name.lower()} input", "")
 
-    def _weight(self, target: str, node) -> Value:
+    def _weight(self, target: str) -> Value:
         tensor = self.ep.state_dict.get(target)
         if tensor is None:
             tensor = self.ep.constants[target]
         weight = self.weight_for(self._strip(target), tensor)
-        want = self._type(tensor)
+        want = self.type_of(tensor)
         if tuple(weight.shape) != tuple(want.shape):
-            raise ModelLoadError(f"weight {self._strip(target)} has shape {list(weight.shape)}, "
-                                 f"but the model expects {list(want.shape)}", hint="the weights belong to another model")
+            raise ModelLoadError(
+                f"weight {self._strip(target)} has shape {list(weight.shape)}, but the model expects "
+                f"{list(want.shape)}", hint="the weights belong to another model")
         value = self.graph.add_const(self._strip(target), weight)
         if weight.dtype != want.dtype:
             origin = self._strip(target).rpartition(".")[0]
             meta = NodeMeta(origin=origin, layer=layer_of(origin))
             value = self.graph.call("cast", value, dtype=want.dtype, meta=meta)
         return value
-
-    def _type(self, val: torch.Tensor) -> TensorType:
-        return TensorType(dtype_from_torch(val.dtype), self.symbols.shape(val.shape))
 
     # -- ops ------------------------------------------------------------------------------------
 
@@ -168,74 +152,24 @@ class _Importer:
             try:
                 self.env[node] = self.symbols.dim(val)
             except DataDependentSize as e:
-                self._unsupported(node, f"{key} (a size read from tensor data: {e})", origin)
+                self.report(node, f"{key} (a size read from tensor data: {e})", origin)
             return
-        args = pytree.tree_map_only(torch.fx.Node, lambda n: self.env.get(n, _MISSING), (node.args, node.kwargs))
-        if any(a is _MISSING for a in pytree.tree_leaves(args)):
-            self.env[node] = _MISSING  # an input was not converted; its op is reported already
-            return
-        if node.target is operator.getitem:
-            self.env[node] = args[0][0][args[0][1]]
-            return
-        fn = converter(node.target)
-        if fn is None:
-            return self._unsupported(node, key, origin)
-        try:
-            self.cx.expected = self._expected(val)
-            bound = bind(node.target, *args)
-            _check_signature(fn, bound)
-            self.cx.meta = NodeMeta(origin=origin, layer=layer_of(origin))
-            out = fn(self.cx, **bound)
-        except NotConvertible as e:
-            return self._unsupported(node, f"{key} ({e.reason})", origin)
-        except LLMCError as e:
-            raise type(e)(e.what, where=e.where or f"{key} at {origin or node.name}", hint=e.hint) from None
-        self._check(node, key, origin, out)
-        self.env[node] = out
-
-    def _unsupported(self, node, what: str, origin: str) -> None:
-        self.unsupported[what].append(origin or f"{node.name} (top level)")
-        self.env[node] = _MISSING
-
-    def _expected(self, val) -> list[TensorType | None]:
-        """The types torch computed for an op's outputs (None where an output is not a tensor)."""
-        vals = val if isinstance(val, (tuple, list)) else [val]
-        try:
-            return [self._type(v) if isinstance(v, torch.Tensor) else None for v in vals]
-        except DataDependentSize as e:
-            raise NotConvertible(f"its output shape depends on tensor data ({e})") from None
-        except LLMCError as e:
-            raise NotConvertible(e.what) from None
-
-    def _check(self, node, key, origin, out) -> None:
-        outs = out if isinstance(out, tuple) else (out,)
-        for got, want in zip(outs, self.cx.expected):
-            if want is None or got is None:
-                continue
-            same = got.type.dtype == want.dtype and got.type.rank == want.rank and all(
-                S.same(a, b) for a, b in zip(got.type.shape, want.shape))
-            if not same:
-                raise VerifyError(
-                    f"{key} converted to {got.type}, but torch computes {want}",
-                    where=f"{node.name} at {origin or 'top level'}",
-                    hint="this is a bug in llmc's torch frontend; please report it with the model",
-                )
+        resolved = self.resolve(node)
+        if resolved is None:
+            self.env[node] = MISSING  # an input was not converted; its op is reported already
+        elif node.target is operator.getitem:
+            (values, index), _ = resolved
+            self.env[node] = values[index]
+        else:
+            self.apply(node, node.target, *resolved, origin, val)
 
     # -- outputs and names ----------------------------------------------------------------------
 
-    def _outputs(self, node) -> None:
+    def _outputs(self, node) -> list[tuple[object, str]]:
         specs = self.ep.graph_signature.output_specs
         flat = [a for a, s in zip(node.args[0], specs) if s.kind == OutputKind.USER_OUTPUT]
         names = output_names(self.ep.call_spec.out_spec, len(flat))
-        outputs = []
-        for arg, name in zip(flat, names):
-            value = self.env.get(arg) if isinstance(arg, torch.fx.Node) else None
-            if not isinstance(value, Value):
-                continue  # None or a Python number: not part of the tensor signature
-            if value.producer is not None and value not in outputs:
-                value.name = self.graph.fresh(name)
-            outputs.append(value)
-        self.graph.outputs = outputs
+        return [(self.env.get(a) if isinstance(a, torch.fx.Node) else None, n) for a, n in zip(flat, names)]
 
     def _origin(self, node) -> str:
         stack = node.meta.get("nn_module_stack")
@@ -247,13 +181,6 @@ class _Importer:
         if path == self.prefix:
             return ""
         return path[len(self.prefix) + 1:] if path.startswith(self.prefix + ".") else path
-
-
-def _check_signature(fn, bound: dict) -> None:
-    try:
-        inspect.signature(fn).bind(None, **bound)
-    except TypeError as e:
-        raise NotConvertible(f"unexpected arguments {sorted(bound)}: {e}") from None
 
 
 def module_path(raw: str) -> str:

@@ -186,7 +186,8 @@ aten("bitwise_xor.Tensor", "bitwise_xor.Scalar")(_bitwise("equal", negate=True))
 
 @aten("where.self", "where.ScalarSelf", "where.ScalarOther", "where.Scalar")
 def where(cx: Emitter, condition, self, other):
-    return cx.call("where", cx.cast(condition, DType.bool), cx.tensor(self, cx.out_dtype), cx.tensor(other, cx.out_dtype))
+    dtype = cx.out_dtype
+    return cx.call("where", cx.cast(condition, DType.bool), cx.tensor(self, dtype), cx.tensor(other, dtype))
 
 
 @aten("masked_fill.Scalar", "masked_fill.Tensor")
@@ -220,7 +221,8 @@ aten("prod.dim_int", "prod.default")(_reduce("reduce_prod"))
 
 @aten("max.dim")
 def max_dim(cx: Emitter, self, dim, keepdim=False):
-    return cx.call("reduce_max", self, axes=(dim,), keepdims=keepdim), cx.call("argmax", self, axis=dim, keepdims=keepdim)
+    values = cx.call("reduce_max", self, axes=(dim,), keepdims=keepdim)
+    return values, cx.call("argmax", self, axis=dim, keepdims=keepdim)
 
 
 @aten("argmax.default")
