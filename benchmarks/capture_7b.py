@@ -63,7 +63,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "llama-2-7b"
-        llama2_7b_config().save_pretrained(folder)
+        config = llama2_7b_config()
+        config.architectures = ["LlamaForCausalLM"]  # as in the real Llama-2-7b-hf config.json
+        config.save_pretrained(folder)
         files = sorted(f.name for f in folder.iterdir())
         run = measure(folder)
     facts = run["facts"]

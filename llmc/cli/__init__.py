@@ -7,8 +7,8 @@ traceback) or outputs that differ under ``run --compare-with``; 2 a usage error;
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
+import warnings
 
 from llmc.cli import args as A
 
@@ -72,7 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(e.code or 0)
     debug = getattr(a, "debug", False)
     try:
-        return a.func(a)
+        with warnings.catch_warnings():
+            if not debug:  # libraries' deprecation notices are not the user's business
+                warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.simplefilter("ignore", FutureWarning)
+            return a.func(a)
     except LLMCError as e:
         if debug:
             raise
@@ -91,9 +95,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _one_line(e) -> str:
     """The error's what/where/hint on one line (a verify error's neighbourhood listing is dropped)."""
-    shown = copy.copy(e)
-    shown.where = e.where.splitlines()[0] if e.where else None
-    return _flat(shown._format())
+    text = str(e)
+    if e.where and "\n" in e.where:
+        text = text.replace(e.where, e.where.splitlines()[0])
+    return _flat(text)
 
 
 def _flat(text: str) -> str:

@@ -10,12 +10,13 @@ _NAME = r"[A-Za-z_][\w.\-/]*"
 
 
 def input_shape(text: str) -> tuple[str, tuple[int | str, ...]]:
-    """``input_ids=1x128`` -> ``("input_ids", (1, 128))``; a dim may be a symbol: ``1xseq``."""
-    m = re.fullmatch(rf"({_NAME})=((?:\w+)(?:[x,]\w+)*)?", text)
-    if not m:
+    """``input_ids=1x128`` -> ``("input_ids", (1, 128))``. A dim may be a symbol (``1xseq``);
+    separate with commas when a symbol's name contains an x (``1,max_seq``)."""
+    name, sep, dims = text.partition("=")
+    parts = (dims.split(",") if "," in dims else dims.split("x")) if dims else []
+    if not sep or not re.fullmatch(_NAME, name) or not all(re.fullmatch(r"\d+|[A-Za-z_]\w*", d) for d in parts):
         raise argparse.ArgumentTypeError(f"{text!r} is not NAME=DIMS (e.g. input_ids=1x128)")
-    dims = re.split(r"[x,]", m.group(2)) if m.group(2) else []
-    return m.group(1), tuple(int(d) if d.isdigit() else d for d in dims)
+    return name, tuple(int(d) if d.isdigit() else d for d in parts)
 
 
 def dynamic_dim(text: str) -> tuple[str, int, str]:

@@ -73,10 +73,11 @@ def layer_table(graph: Graph, env: Mapping[str, int]) -> list[dict]:
     return sorted(rows.values(), key=lambda r: (r["layer"] is None, r["layer"] or 0))
 
 
-def _at(d: S.Dim, env: Mapping[str, int]) -> int:
-    if isinstance(d, (int, float)):
-        return int(d)
-    return int(S.evaluate(d, {s: env.get(s, 1) for s in map(str, d.free_symbols)}))
+def _at(d: S.Dim | float, env: Mapping[str, int]) -> int:
+    """A cost at the given sizes, rounded (costs may carry float factors: ``1.0*seq``)."""
+    if not hasattr(d, "free_symbols"):
+        return int(round(d))
+    return int(round(float(d.subs({S.sym(s): env.get(s, 1) for s in map(str, d.free_symbols)}))))
 
 
 # -- tables ---------------------------------------------------------------------------------
