@@ -33,7 +33,7 @@ class ConstantFold(Pass):
 
         before:
           graph main(%x: f32[4]) {
-            // 2 constants, 2 elements
+            // 1 constants, 1 elements
             %s = sqrt(%two) : f32[]
             %d = div(%x, %s) : f32[4]
             return %d
@@ -41,9 +41,11 @@ class ConstantFold(Pass):
         after:
           graph main(%x: f32[4]) {
             // 2 constants, 2 elements
-            %d = div(%x, %s_1) : f32[4]
+            %d = div(%x, %s_0) : f32[4]
             return %d
           }
+
+    (``%two`` is left for DCE to remove.)
     """
 
     name = "constant_fold"
