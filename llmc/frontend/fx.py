@@ -113,9 +113,12 @@ class _FxImporter(Walker):
 
     def _call(self, node: torch.fx.Node) -> None:
         origin = self._origin(node)
+        unknown = self._unknown(node)
+        if unknown:
+            return self.report(node, unknown, origin)
         resolved = self.resolve(node)
         if resolved is None:
-            self.env[node] = MISSING
+            self.env[node] = MISSING  # an input was not converted; its op is reported already
             return
         args, kwargs = resolved
         val = node.meta.get("tensor_meta")
@@ -135,10 +138,19 @@ class _FxImporter(Walker):
 
     # -- mapping fx calls onto ATen -------------------------------------------------------------
 
+    def _unknown(self, node: torch.fx.Node) -> str | None:
+        """The name of the module type, method or function ``node`` calls, if llmc does not map it."""
+        if node.op == "call_module":
+            kind = type(self.gm.get_submodule(node.target))
+            return None if kind in _MODULES else f"{kind.__module__}.{kind.__name__}"
+        if node.op == "call_method":
+            return None if node.target in _METHODS else f"Tensor.{node.target}"
+        if node.target is operator.getitem or node.target in _FUNCTIONS:
+            return None
+        return getattr(node.target, "__name__", str(node.target))
+
     def _function_call(self, fn, args, kwargs):
-        target = _FUNCTIONS.get(fn)
-        if target is None:
-            raise NotConvertible(getattr(fn, "__name__", str(fn)))
+        target = _FUNCTIONS[fn]
         if fn.__module__ == "_operator":
             return target, args, kwargs
         normalized = normalize_function(fn, args, kwargs, normalize_to_only_use_kwargs=True)
@@ -147,9 +159,7 @@ class _FxImporter(Walker):
         return target, (), _aten_kwargs(target, normalized.kwargs, fn.__name__)
 
     def _method_call(self, method: str, args, kwargs):
-        target = _METHODS.get(method)
-        if target is None:
-            raise NotConvertible(f"Tensor.{method}")
+        target = _METHODS[method]
         if method in _VARARGS and len(args) > 1 and not isinstance(args[1], (list, tuple)):
             args = (args[0], list(args[1:]))
         if method in ("float", "to"):
@@ -158,9 +168,7 @@ class _FxImporter(Walker):
 
     def _module_call(self, path: str, args, kwargs):
         module = self.gm.get_submodule(path)
-        convert = _MODULES.get(type(module))
-        if convert is None:
-            raise NotConvertible(f"{type(module).__module__}.{type(module).__name__}")
+        convert = _MODULES[type(module)]
         params = {k: self._param(f"{path}.{k}", v) for k, v in module.named_parameters(recurse=False)}
         params |= {k: self._param(f"{path}.{k}", v) for k, v in module.named_buffers(recurse=False)}
         return convert(module, args[0], params)

@@ -19,7 +19,7 @@ import torch.utils._pytree as pytree
 from torch.export.graph_signature import InputKind, OutputKind
 
 from llmc.errors import InputError, ModelLoadError
-from llmc.frontend.torch.ops import IGNORED
+from llmc.frontend.torch.ops import IGNORED, converter
 from llmc.frontend.torch.symbols import DataDependentSize
 from llmc.frontend.torch.walker import MISSING, Walker
 from llmc.frontend.torch_dtypes import dtype_from_torch
@@ -155,8 +155,10 @@ class _Importer(Walker):
                 self.report(node, f"{key} (a size read from tensor data: {e})", origin)
             return
         resolved = self.resolve(node)
-        if resolved is None:
-            self.env[node] = MISSING  # an input was not converted; its op is reported already
+        if resolved is None:  # an input was not converted (and is reported); report this op too if unknown
+            self.env[node] = MISSING
+            if node.target is not operator.getitem and converter(node.target) is None:
+                self.report(node, key, origin)
         elif node.target is operator.getitem:
             (values, index), _ = resolved
             self.env[node] = values[index]
