@@ -15,5 +15,6 @@ from llmc.passes.manager import PassRecord, run_pipeline
 from llmc.passes.pipelines import PIPELINES, resolve
 
 __all__ = [
-    "PIPELINES", "Pass", "PassRecord", "PassResult", "get_pass", "pass_names", "register_pass", "resolve", "run_pipeline",
+    "PIPELINES", "Pass", "PassRecord", "PassResult", "get_pass", "pass_names", "register_pass", "resolve",
+    "run_pipeline",
 ]

@@ -56,7 +56,8 @@ class Pass:
             known = {f.name for f in dataclasses.fields(self.Options)}
             unknown = sorted(set(values) - known)
             if unknown:
-                raise PassError(f"pass {self.name} has no option(s) {unknown}", hint=f"its options are {sorted(known) or 'none'}")
+                raise PassError(f"pass {self.name} has no option(s) {unknown}",
+                                hint=f"its options are {sorted(known) or 'none'}")
             options = self.Options(**values)
         self.options = options
 
@@ -80,7 +81,8 @@ def register_pass(cls: type[Pass]) -> type[Pass]:
     if not (cls.__doc__ or "").strip():
         raise PassError(f"pass {cls.name} needs a docstring showing the IR before and after")
     if cls.name in _PASSES and _PASSES[cls.name] is not cls:
-        raise PassError(f"pass {cls.name} is registered twice ({_PASSES[cls.name].__qualname__} and {cls.__qualname__})")
+        other = _PASSES[cls.name].__qualname__
+        raise PassError(f"pass {cls.name} is registered twice ({other} and {cls.__qualname__})")
     _PASSES[cls.name] = cls
     return cls
 

@@ -61,7 +61,8 @@ def _jsonable(value):
     return str(value)
 
 
-def run_pipeline(graph: Graph, pipeline: str | Sequence[str], *, verify: bool = False) -> tuple[Graph, list[PassRecord]]:
+def run_pipeline(graph: Graph, pipeline: str | Sequence[str], *,
+                 verify: bool = False) -> tuple[Graph, list[PassRecord]]:
     """Run ``pipeline`` (a name in ``PIPELINES``, pipeline text, or a list of entries) on ``graph``.
 
     Returns the resulting graph and the log. Unknown pass names are reported before anything runs.

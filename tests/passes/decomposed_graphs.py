@@ -24,7 +24,10 @@ def f32(*shape):
 
 def erf_gelu(g: Graph, x, *, form: str = "div"):
     """x * 0.5 * (1 + erf(x / 1.4142)) (form "div"), with x * 0.7071 ("mul"), or 0.5 * (x * (...)) ("outer")."""
-    scaled = g.call("div", x, const(g, "sqrt2", 1.4142)) if form != "mul" else g.call("mul", x, const(g, "rsqrt2", 0.7071))
+    if form == "mul":
+        scaled = g.call("mul", x, const(g, "rsqrt2", 0.7071))
+    else:
+        scaled = g.call("div", x, const(g, "sqrt2", 1.4142))
     term = g.call("add", const(g, "one", 1.0), g.call("erf", scaled))
     if form == "outer":
         return g.call("mul", const(g, "half", 0.5), g.call("mul", x, term))

@@ -2,13 +2,13 @@
 
 import numpy as np
 import pytest
+from decomposed_graphs import const, erf_gelu, f32, tanh_gelu
+from pass_checks import transformed
 
 from llmc.ir import DType, Graph, NodeMeta, TensorType
 from llmc.passes import get_pass
 from llmc.passes.canonicalize import RULE_SETS
 from llmc.passes.rewrite import apply_rules
-from decomposed_graphs import const, erf_gelu, f32, tanh_gelu
-from pass_checks import transformed
 
 X = {"x": np.linspace(-4, 4, 24, dtype=np.float32).reshape(2, 12)}
 

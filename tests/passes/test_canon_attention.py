@@ -2,13 +2,13 @@
 
 import numpy as np
 import pytest
+from decomposed_graphs import causal_additive_mask, const, eager_attention, repeat_kv
+from pass_checks import transformed
 
 from llmc.ir import DType, Graph, TensorType
 from llmc.passes import get_pass
 from llmc.passes.canonicalize import RULE_SETS
 from llmc.passes.rewrite import apply_rules
-from decomposed_graphs import causal_additive_mask, const, eager_attention, repeat_kv
-from pass_checks import transformed
 
 rng = np.random.default_rng(0)
 B, H, S, D = 2, 4, 6, 8
@@ -108,7 +108,8 @@ def test_onnx_export_form_with_split_scales_and_safe_softmax():
 
 def test_half_precision_softmax_computed_in_f32():
     g, q, k, v, inputs = qkv(dtype=DType.f16)
-    scores = g.call("div", g.call("matmul", q, g.call("transpose", k, perm=(0, 1, 3, 2))), const(g, "s", 8**0.5, np.float16))
+    qk = g.call("matmul", q, g.call("transpose", k, perm=(0, 1, 3, 2)))
+    scores = g.call("div", qk, const(g, "s", 8**0.5, np.float16))
     p = g.call("cast", g.call("softmax", g.call("cast", scores, dtype=DType.f32), axis=-1), dtype=DType.f16)
     g.outputs = [g.call("matmul", p, v)]
     transformed(g, inputs, canonicalize, rtol=2e-3)
@@ -163,4 +164,6 @@ def test_a_mask_that_broadcasts_the_scores_is_refused():
     mask = g.add_input("mask", TensorType(DType.f32, (B, 1, S, S)))
     scores = g.call("add", g.call("matmul", q, g.call("transpose", k, perm=(0, 1, 3, 2))), mask)
     g.outputs = [g.call("matmul", g.call("softmax", scores, axis=-1), v)]
-    assert attention_rules(g).reasons("attention") == ["the mask f32[2,1,6,6] does not broadcast to the scores [1,4,6,6]"]
+    assert attention_rules(g).reasons("attention") == [
+        "the mask f32[2,1,6,6] does not broadcast to the scores [1,4,6,6]"
+    ]

@@ -1,13 +1,13 @@
 """Canonicalization, norm rules: ONNX exporters' layer norm and Llama's RMSNorm raised."""
 
 import numpy as np
+from decomposed_graphs import const, f32, layer_norm_onnx, rms_norm_llama
+from pass_checks import transformed
 
 from llmc.ir import DType, Graph, TensorType
 from llmc.passes import get_pass
 from llmc.passes.canonicalize import RULE_SETS
 from llmc.passes.rewrite import apply_rules
-from decomposed_graphs import const, f32, layer_norm_onnx, rms_norm_llama
-from pass_checks import transformed
 
 rng = np.random.default_rng(0)
 

@@ -1,12 +1,12 @@
 """Canonicalization, rope rule: HF's rotate_half raised to ``rope``."""
 
 import numpy as np
+from decomposed_graphs import const, rope_tables, rotate_half_rope
+from pass_checks import transformed
 
 from llmc.ir import DType, Graph, NodeMeta, TensorType
 from llmc.passes.canonicalize import RULE_SETS
 from llmc.passes.rewrite import apply_rules
-from decomposed_graphs import const, rope_tables, rotate_half_rope
-from pass_checks import transformed
 
 rng = np.random.default_rng(0)
 S, D = 5, 8
@@ -20,7 +20,8 @@ def graph():
     g = Graph()
     x = g.add_input("x", TensorType(DType.f32, (1, 2, S, D)))
     cos, sin = rope_tables(S, D)
-    return g, x, g.add_const("cos", cos), g.add_const("sin", sin), {"x": rng.standard_normal((1, 2, S, D)).astype(np.float32)}
+    inputs = {"x": rng.standard_normal((1, 2, S, D)).astype(np.float32)}
+    return g, x, g.add_const("cos", cos), g.add_const("sin", sin), inputs
 
 
 def test_rotate_half_becomes_rope():

@@ -1,11 +1,11 @@
 """Canonicalization, simplify rules: identities vanish and shape-op chains collapse."""
 
 import numpy as np
+from pass_checks import transformed
 
 from llmc.ir import DType, Graph, TensorType
 from llmc.passes.canonicalize import RULE_SETS
 from llmc.passes.rewrite import apply_rules
-from pass_checks import transformed
 
 rng = np.random.default_rng(0)
 

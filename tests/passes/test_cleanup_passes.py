@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
+from pass_checks import transformed
 
 from llmc.ir import DType, Graph, NodeMeta, QuantSpec, TensorType, sym
 from llmc.ir.tensor import MetaWeight
 from llmc.passes import get_pass
-from pass_checks import transformed
 
 X = {"x": np.linspace(-2, 2, 4, dtype=np.float32)}
 
@@ -139,7 +139,8 @@ def test_cse_merges_small_equal_constants_by_content_but_not_large_ones():
     a, b = c(g, "half_a", 0.5), c(g, "half_b", 0.5)
     big = np.ones((4, 4), np.float32)
     p, q = c(g, "big_a", big), c(g, "big_b", big)
-    g.outputs = [g.call("add", g.call("mul", x, a), g.call("mul", x, b)), g.call("add", g.call("add", x, p), g.call("add", x, q))]
+    halves = g.call("add", g.call("mul", x, a), g.call("mul", x, b))
+    g.outputs = [halves, g.call("add", g.call("add", x, p), g.call("add", x, q))]
     _, after, result = transformed(g, {"x": np.ones((4, 4), np.float32)}, run_pass("cse", max_const_elements=8))
     assert result.stats == {"constants_merged": 1, "nodes_merged": 1}
     assert "half_b" not in g.constants and {"big_a", "big_b"} <= set(g.constants)

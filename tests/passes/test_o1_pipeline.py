@@ -3,11 +3,11 @@
 import time
 
 import numpy as np
+from decomposed_graphs import llama_like
 
 from llmc.ir import run
 from llmc.passes import run_pipeline
 from llmc.testing import assert_close
-from decomposed_graphs import llama_like
 
 RAISED = {"rms_norm", "rope", "attention", "silu"}
 DECOMPOSED = {"pow", "rsqrt", "reduce_mean", "softmax", "expand", "concat", "neg", "sigmoid", "slice"}

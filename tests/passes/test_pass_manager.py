@@ -7,8 +7,7 @@ import pytest
 
 from llmc.errors import PassError
 from llmc.ir import DType, Graph, TensorType, run
-from llmc.passes import PIPELINES, Pass, PassResult, get_pass, pass_names, register_pass, resolve, run_pipeline
-from llmc.passes import base
+from llmc.passes import PIPELINES, Pass, PassResult, base, get_pass, pass_names, register_pass, resolve, run_pipeline
 from llmc.passes.pipelines import Fixpoint, PassStep
 
 

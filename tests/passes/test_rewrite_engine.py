@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
+from pass_checks import transformed
 
 from llmc.errors import PassError
 from llmc.ir import DType, Graph, NodeMeta, TensorType
 from llmc.passes.patterns import MatchState, P
 from llmc.passes.rewrite import Rewriter, Rule, RuleSet, apply_rules
-from pass_checks import transformed
 
 F4 = TensorType(DType.f32, (4,))
 X = {"x": np.linspace(-1, 1, 4, dtype=np.float32)}

@@ -8,8 +8,10 @@ Also matched: scores divided by a constant, no mask, softmax computed in f32 bet
 the "safe softmax" of ONNX exports (``where(isnan(p), 0, p)``, imported as
 ``where(not(equal(p, p)), 0, p)``), and grouped-query attention where k and v are repeated
 by Hugging Face's ``repeat_kv`` (``reshape -> expand -> reshape``): the attention reads the
-unrepeated k and v (also when the repeats feed an ``attention`` node, as torch's SDPA leaves them). k^T may come from any transpose that keeps the batch axis first (the
-legacy ONNX exporter's transpose(reshape(k), [0, 2, 3, 1])). An additive mask that is a constant causal triangle becomes ``causal=True``.
+unrepeated k and v (also when the repeats feed an ``attention`` node, as torch's SDPA leaves
+them). k^T may come from any transpose that keeps the batch axis first (the legacy ONNX
+exporter's ``transpose(reshape(k), [0, 2, 3, 1])``). An additive mask that is a constant
+causal triangle becomes ``causal=True``.
 
 A row whose scores are all masked gives zeros in ``attention`` (as torch's SDPA and the safe
 softmax do); a plain softmax gave NaN there.
@@ -159,7 +161,8 @@ def _gqa(m: Match):
 
 attention_gqa = Rule(
     "attention_gqa",
-    P.either(P.op("attention", q, _repeat(k, "k"), _repeat(v, "v")), P.op("attention", q, _repeat(k, "k"), _repeat(v, "v"), _mask)),
+    P.either(P.op("attention", q, _repeat(k, "k"), _repeat(v, "v")),
+             P.op("attention", q, _repeat(k, "k"), _repeat(v, "v"), _mask)),
     _gqa, check=_check_gqa,
 )
 
@@ -186,7 +189,9 @@ def _causal_reason(mask: Value, s, t) -> str | None:
         else:
             wide = data.astype(np.float64)
             _causal_cache[key] = bool(np.all(wide[keep] == 0) and np.all(wide[~keep] <= -6e4))
-    return None if _causal_cache[key] else "the mask is not a causal triangle (0 on and below the diagonal, <= -6e4 above)"
+    if _causal_cache[key]:
+        return None
+    return "the mask is not a causal triangle (0 on and below the diagonal, <= -6e4 above)"
 
 
 def _check_causal(m: Match) -> str | None:

@@ -17,7 +17,8 @@ x = P.any("x")
 _first = P.either(P.op("slice", x, name="x1"), P.op("split", x, output=0, name="x1"))
 _second = P.either(P.op("slice", x, name="x2"), P.op("split", x, output=1, name="x2"))
 _negated = P.either(P.op("neg", _second), P.op("mul", _second, P.const(value=-1.0, tol=0.0)))
-_pattern = P.op("add", P.op("mul", x, P.any("cos")), P.op("mul", P.op("concat", _negated, _first, name="rot"), P.any("sin")))
+_rotated = P.op("concat", _negated, _first, name="rot")
+_pattern = P.op("add", P.op("mul", x, P.any("cos")), P.op("mul", _rotated, P.any("sin")))
 
 
 def _bounds(node, rank: int) -> tuple[int, int] | None:
