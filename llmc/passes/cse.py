@@ -12,9 +12,13 @@ from llmc.passes.patterns import COMMUTATIVE
 
 @dataclass
 class CSEOptions:
-    """max_const_elements: constants up to this size are merged when their contents are equal."""
+    """max_const_elements: constants up to this size are merged when their contents are equal.
 
-    max_const_elements: int = 4096
+    Merged constants are shared by every reader, as any value is: a later pass that changes a
+    constant for one node (scales folded into a norm weight) must give that node a new one.
+    """
+
+    max_const_elements: int = 1024
 
 
 @register_pass

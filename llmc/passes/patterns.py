@@ -123,9 +123,9 @@ class Constant(Pattern):
 class Op(Pattern):
     """A value produced by ``op`` whose inputs match ``inputs`` (same count), whose attributes
     equal (or satisfy, for callables) ``attrs``, and whose node passes ``where`` (asked once the
-    inputs matched, so it may rely on their structure). ``output``
-    picks the output of multi-output ops. Unlike a rule's check, these conditions fail silently:
-    use them for what merely makes a node a different pattern (an identity reshape or not)."""
+    inputs matched, so it may rely on their structure). ``output`` picks the output of
+    multi-output ops. Unlike a rule's check, these conditions fail silently: use them for what
+    merely makes a node a different pattern (an identity reshape or not)."""
 
     def __init__(self, op: str, inputs: Sequence[Pattern], *, name: str | None = None, output: int = 0,
                  attrs: dict[str, Any] | None = None, where: Callable[[Node], bool] | None = None):
