@@ -1,11 +1,12 @@
 """What a converter sees of one ONNX node, and the table of converters.
 
 A converter is a small function ``(cx: NodeCx) -> result`` registered with ``@converter("Conv")``.
-A result is one item per ONNX output (or a single item): an IR ``Value`` it built with
-``cx.call``, an input ``Value`` passed through, or a numpy array that is a known value
-(``Shape``, ``Constant``). Converters read known inputs (shapes, axes, pads) through
-``cx.known`` / ``cx.ints`` / ``cx.dims`` and turn anything that must be known but is computed
-at run time into an ``UnsupportedOpError`` naming the node.
+A result is a list with one item per ONNX output, or a single item: an IR ``Value`` built with
+``cx.call``, an input ``Value`` passed through, a numpy array that is a known value (``Shape``),
+a ``Weight`` (``Constant``), or a ``TensorSequence`` of values (``SplitToSequence``).
+Converters read known inputs (shapes, axes, pads) through ``cx.known`` / ``cx.ints`` /
+``cx.dims``; one that must be known but is computed at run time becomes an
+``UnsupportedOpError`` naming the node.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ def converter(*op_types: str):
         return fn
 
     return register
+
+
+class TensorSequence(tuple):
+    """An ONNX sequence (``SplitToSequence``) held at import time: a tuple of IR values."""
 
 
 def attributes(node: NodeProto) -> dict:
@@ -85,6 +90,12 @@ class NodeCx:
 
     def known(self, i: int) -> np.ndarray | None:
         return self.importer.known.get(self.inputs[i]) if self.has(i) else None
+
+    def sequence(self, i: int) -> TensorSequence:
+        try:
+            return self.importer.sequences[self.inputs[i]]
+        except KeyError:
+            raise self.fail("a sequence input not made by SplitToSequence") from None
 
     def type(self, i: int) -> TensorType:
         return self.importer.type_of(self.inputs[i])

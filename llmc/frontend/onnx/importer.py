@@ -16,7 +16,7 @@ import onnx
 
 from llmc.errors import ModelLoadError, UnsupportedOpError
 from llmc.frontend.onnx import shapes
-from llmc.frontend.onnx.context import CONVERTERS, NodeCx
+from llmc.frontend.onnx.context import CONVERTERS, NodeCx, TensorSequence
 from llmc.frontend.onnx.reader import OnnxSource, tensor_weight
 from llmc.frontend.onnx.signature import input_types
 from llmc.ir.dtypes import DType
@@ -38,6 +38,7 @@ class Importer:
         self.values: dict[str, Value] = {}  # ONNX name -> IR value
         self.known: dict[str, np.ndarray] = {}  # ONNX name -> value fixed at import time
         self.weights: dict[str, Weight] = {}  # ONNX name -> constant data not yet in the graph
+        self.sequences: dict[str, TensorSequence] = {}  # ONNX name -> values of a sequence
         self.input_shapes = dict(input_shapes or {})
         self.dynamic = dict(dynamic or {})
 
@@ -64,7 +65,7 @@ class Importer:
             v = self._materialize(name, self.known[name])
         else:
             raise ModelLoadError(f"{self.source.label}: tensor {name!r} is read before it is defined",
-                                 hint="the graph is not in topological order or names a missing input")
+                                 hint="The graph is not in topological order or names a missing input")
         self.values[name] = v
         return v
 
@@ -81,9 +82,11 @@ class Importer:
         if weight.type.numel <= shapes.KNOWN_LIMIT:
             self.known[name] = np.asarray(weight.numpy())
 
-    def _bind(self, name: str, result: Value | Weight | np.ndarray) -> None:
+    def _bind(self, name: str, result: Value | Weight | TensorSequence | np.ndarray) -> None:
         if isinstance(result, Value):
             self.values[name] = result
+        elif isinstance(result, TensorSequence):
+            self.sequences[name] = result
         elif isinstance(result, Weight):
             self._add_weight(name, result)
         elif shapes.is_symbolic(result) or result.size <= shapes.KNOWN_LIMIT:
@@ -116,10 +119,20 @@ class Importer:
             self.values[info.name] = self.graph.add_input(info.name, types[info.name])
 
     def _output(self, name: str) -> Value:
+        """The value of an ONNX graph output, under the output's name.
+
+        An output that is an input, a constant or another output (``y = Identity(x)``) gets a
+        named copy: a reshape to its own shape.
+        """
         v = self.value(name)
-        if v.name != name and v.producer is not None and v not in self.graph.outputs:
+        if v.name == name:
+            return v
+        if v.producer is not None and v not in self.graph.outputs:
             v.name = self.graph.fresh(name)
-        return v
+            return v
+        copy = self.graph.add_node("reshape", [v], {"shape": v.type.shape}, meta=NodeMeta(origin=name), name=name,
+                                   out_names=[name])
+        return copy.output
 
     # -- nodes ------------------------------------------------------------------------------
 
@@ -142,7 +155,7 @@ class Importer:
                 raise cx.fail("its inputs are not all known at import time")
             before = len(self.graph.nodes)
             out = CONVERTERS[node.op_type](cx)
-            results = list(out) if isinstance(out, (list, tuple)) else [out]
+            results = out if isinstance(out, list) else [out]
             self._name_outputs(node, results, self.graph.nodes[before:])
         for name, result in zip(node.output, results):
             if name and result is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from llmc.frontend.onnx import shapes
 from llmc.frontend.onnx.context import NodeCx, converter
 from llmc.frontend.onnx.reader import dtype_of
 
@@ -61,8 +62,11 @@ def _isnan(cx: NodeCx):
 
 @converter("Cast", "CastLike")
 def _cast(cx: NodeCx):
-    x = cx.value(0)
     dtype = cx.type(1).dtype if cx.op_type == "CastLike" else dtype_of(cx.attr("to"), f"Cast target of {cx.meta.origin}")
+    known = cx.known(0)
+    if known is not None and not shapes.is_symbolic(known):  # CastLike of a constant: only the target's type matters
+        return known.astype(dtype.np)
+    x = cx.value(0)
     return x if x.type.dtype == dtype else cx.call("cast", x, dtype=dtype)
 
 

@@ -11,7 +11,7 @@ import sympy
 from onnx import numpy_helper
 
 from llmc.frontend.onnx import shapes
-from llmc.frontend.onnx.context import NodeCx, converter
+from llmc.frontend.onnx.context import NodeCx, TensorSequence, converter
 from llmc.frontend.onnx.reader import tensor_weight
 from llmc.ir import shapes as S
 from llmc.ir.dtypes import DType
@@ -118,7 +118,36 @@ def _split(cx: NodeCx):
         chunk = S.dim(sympy.ceiling(sympy.Integer(1) * x.type.shape[axis] / n))
         sizes = [chunk] * (n - 1) + [S.dim(x.type.shape[axis] - chunk * (n - 1))]
     out = cx.call("split", x, axis=axis, sizes=sizes)
-    return out if isinstance(out, tuple) else [out]
+    return list(out) if isinstance(out, tuple) else [out]
+
+
+@converter("SplitToSequence")
+def _split_to_sequence(cx: NodeCx):
+    x = cx.value(0)
+    axis = cx.attr("axis", 0) % x.type.rank
+    size = x.type.shape[axis]
+    if cx.has(1):
+        split = cx.dims(1, "split")
+        if cx.known(1).ndim == 0:  # one chunk length: equal chunks, the last one shorter
+            (chunk,) = split
+            if not isinstance(size, int):
+                raise cx.fail("a chunk length over a symbolic axis")
+            split = [chunk] * (size // chunk) + ([size % chunk] if size % chunk else [])
+    elif isinstance(size, int):
+        split = [1] * size
+    else:
+        raise cx.fail("splitting a symbolic axis into single elements")
+    parts = cx.call("split", x, axis=axis, sizes=split)
+    parts = parts if isinstance(parts, tuple) else (parts,)
+    if not cx.has(1) and not cx.attr("keepdims", 1):
+        parts = tuple(cx.call("reshape", p, shape=p.type.shape[:axis] + p.type.shape[axis + 1:]) for p in parts)
+    return TensorSequence(parts)
+
+
+@converter("SequenceAt")
+def _sequence_at(cx: NodeCx):
+    (position,) = cx.ints(1, "position")
+    return cx.sequence(0)[position]
 
 
 @converter("Slice")

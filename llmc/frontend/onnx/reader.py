@@ -49,7 +49,7 @@ def dtype_of(elem_type: int, what: str) -> DType:
         name = TensorProto.DataType.Name(elem_type) if elem_type in TensorProto.DataType.values() else str(elem_type)
         raise ModelLoadError(
             f"{what} has element type {name}, which llmc does not support",
-            hint="use float32/float16/bfloat16, int64/int32/int8/uint8 or bool tensors",
+            hint="Use float32/float16/bfloat16, int64/int32/int8/uint8 or bool tensors",
         ) from None
 
 
@@ -71,13 +71,13 @@ def read_model(model: str | os.PathLike | onnx.ModelProto) -> OnnxSource:
 
 def _parse(path: Path) -> onnx.ModelProto:
     if not path.is_file():
-        raise ModelLoadError(f"ONNX file {path} does not exist or is not a file", hint="check the path")
+        raise ModelLoadError(f"ONNX file {path} does not exist or is not a file", hint="Check the path")
     try:
         return onnx.load(str(path), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError) as e:
         raise ModelLoadError(
             f"{path} is not a readable ONNX model: the file is truncated or not an ONNX protobuf ({e})",
-            hint="re-export or re-download the model",
+            hint="Re-export or re-download the model",
         ) from None
 
 
@@ -91,7 +91,7 @@ def _check(source: OnnxSource, given) -> None:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelLoadError(
             f"{source.label} fails the ONNX checker: {first}",
-            hint="the file is damaged or was written by a broken exporter; re-export it",
+            hint="The file is damaged or was written by a broken exporter; re-export it",
         ) from None
 
 
@@ -105,7 +105,7 @@ def _upgraded(source: OnnxSource) -> onnx.ModelProto:
     except Exception as e:  # the converter raises bare RuntimeError/ValueError/ConvertError by op
         raise ModelLoadError(
             f"{source.label} uses opset {version}; converting it to opset {MIN_OPSET} failed ({type(e).__name__}: {e})",
-            hint=f"re-export the model with opset {MIN_OPSET} or later",
+            hint=f"Re-export the model with opset {MIN_OPSET} or later",
         ) from None
 
 
@@ -132,7 +132,7 @@ def tensor_weight(tensor: TensorProto, source: OnnxSource) -> Weight:
         array = numpy_helper.to_array(tensor)
     except (ValueError, TypeError) as e:
         raise ModelLoadError(f"tensor {tensor.name} of {source.label} cannot be decoded ({e})",
-                             hint="the file is damaged; re-export it") from None
+                             hint="The file is damaged; re-export it") from None
     return ArrayWeight(np.asarray(array).astype(dtype.np, copy=False), dtype)
 
 
@@ -146,14 +146,14 @@ def _external_weight(tensor: TensorProto, dtype: DType, source: OnnxSource) -> F
         length = int(info.get("length", need))
     except ValueError:
         raise ModelLoadError(f"tensor {tensor.name} of {source.label} has a malformed external-data offset/length {info}",
-                             hint="re-save the model with onnx.save_model(..., save_as_external_data=True)") from None
+                             hint="Re-save the model with onnx.save_model(..., save_as_external_data=True)") from None
     if length != need:
         raise ModelLoadError(f"tensor {tensor.name} of {source.label} declares {length} bytes of external data, "
-                             f"but {type} needs {need}", hint="the model and its data file do not match; re-export both")
+                             f"but {type} needs {need}", hint="The model and its data file do not match; re-export both")
     if path.stat().st_size < offset + need:
         raise ModelLoadError(f"external data file {path} is truncated: tensor {tensor.name} needs bytes "
                              f"{offset}..{offset + need} but the file has {path.stat().st_size}",
-                             hint="re-copy or re-export the data file")
+                             hint="Re-copy or re-export the data file")
     return FileWeight(path, offset, type)
 
 
@@ -162,21 +162,21 @@ def _external_file(tensor: TensorProto, source: OnnxSource) -> Path:
     location = next((e.value for e in tensor.external_data if e.key == "location"), "")
     where = f"tensor {tensor.name} of {source.label}"
     if not location:
-        raise ModelLoadError(f"{where} is stored externally but names no data file", hint="re-export the model")
+        raise ModelLoadError(f"{where} is stored externally but names no data file", hint="Re-export the model")
     if os.path.isabs(location) or location.startswith(("/", "\\")) or PureWindowsPath(location).drive or "\0" in location:
         raise UnsafeModelError(f"{where} points its external data at the absolute path {location!r}; refused",
-                               hint="external data must be a file inside the model's folder, named by a relative path")
+                               hint="External data must be a file inside the model's folder, named by a relative path")
     if source.folder is None:
         raise ModelLoadError(f"{where} keeps its data in the external file {location!r}, but the model was given "
                              "as an in-memory ModelProto, so there is no folder to find it in",
-                             hint="pass the path of the .onnx file instead")
+                             hint="Pass the path of the .onnx file instead")
     root = source.folder.resolve()
     target = (root / location).resolve()
     if not target.is_relative_to(root):
         raise UnsafeModelError(f"{where} points its external data outside the model's folder: {location!r} "
                                f"resolves to {target}; refused",
-                               hint="external data must be a file inside the model's folder")
+                               hint="External data must be a file inside the model's folder")
     if not target.is_file():
         raise ModelLoadError(f"external data file {location!r} of {where} is missing (looked for {target})",
-                             hint="copy the data file next to the .onnx file, as it was saved")
+                             hint="Copy the data file next to the .onnx file, as it was saved")
     return target

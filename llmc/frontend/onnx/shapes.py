@@ -19,6 +19,7 @@ import numpy as np
 import sympy
 
 from llmc.ir import shapes as S
+from llmc.ir.dtypes import DType
 
 KNOWN_LIMIT = 4096  # larger constants stay (lazy) weights rather than known values
 
@@ -119,16 +120,24 @@ def _identity(a, attrs):
     return a[0]
 
 
+def _cast_to(x: np.ndarray, dtype: DType) -> np.ndarray:
+    if not is_symbolic(x):
+        return x.astype(dtype.np)
+    if not dtype.is_int:
+        raise NotFoldable("symbolic dims cast to a non-integer type")
+    return x
+
+
 @folder("Cast")
 def _cast(a, attrs):
     from llmc.frontend.onnx.reader import dtype_of
 
-    to = dtype_of(attrs["to"], "Cast target")
-    if is_symbolic(a[0]):
-        if not to.is_int:
-            raise NotFoldable("symbolic dims cast to a non-integer type")
-        return a[0]
-    return a[0].astype(to.np)
+    return _cast_to(a[0], dtype_of(attrs["to"], "Cast target"))
+
+
+@folder("CastLike")
+def _cast_like(a, attrs):
+    return _cast_to(a[0], DType.i64 if is_symbolic(a[1]) else DType.from_numpy(a[1].dtype))
 
 
 @folder("Gather")
@@ -239,6 +248,22 @@ FOLDERS["Sub"] = _binary(lambda x, y: x - y)
 FOLDERS["Mul"] = _binary(lambda x, y: x * y)
 FOLDERS["Div"] = _div
 FOLDERS["Neg"] = lambda a, attrs: _elementwise(lambda x: -x, a[0])
+
+
+def _numeric(fn):
+    """Float math on static values (exporters compute ``1 / sqrt(head_dim)`` in the graph)."""
+
+    def run(a, attrs):
+        if any(is_symbolic(x) for x in a):
+            raise NotFoldable("float math on symbolic dims")
+        return np.asarray(fn(*a)).astype(a[0].dtype)
+
+    return run
+
+
+FOLDERS["Sqrt"] = _numeric(np.sqrt)
+FOLDERS["Reciprocal"] = _numeric(np.reciprocal)
+FOLDERS["Pow"] = _numeric(np.power)
 
 
 def _extremum(numeric, symbolic):

@@ -28,7 +28,7 @@ def input_types(inputs: Sequence[ValueInfoProto], input_shapes: Mapping[str, Seq
     for what, given in (("input_shapes", input_shapes), ("dynamic", dynamic)):
         unknown = sorted(set(given) - set(names))
         if unknown:
-            raise InputError(f"{what} names {unknown}, which are not inputs of {label}", hint=f"its inputs are {names}")
+            raise InputError(f"{what} names {unknown}, which are not inputs of {label}", hint=f"Its inputs are {names}")
     dtypes, dims = {}, {}
     for info in inputs:
         dtypes[info.name], dims[info.name] = _declared(info, input_shapes, label)
@@ -39,7 +39,7 @@ def input_types(inputs: Sequence[ValueInfoProto], input_shapes: Mapping[str, Seq
     for name, shape in input_shapes.items():
         if len(shape) != len(dims[name]):
             raise ShapeError(f"input {name} has rank {len(dims[name])} in the model, but input_shapes gives "
-                             f"{list(shape)}", hint="give one size (or symbol name) per axis")
+                             f"{list(shape)}", hint="Give one size (or symbol name) per axis")
         for axis, size in enumerate(shape):
             _assign(dims[name], axis, S.dim(size), renames, name)
     return {name: TensorType(dtypes[name], tuple(_final(d, renames, name, axis) for axis, d in enumerate(dims[name])))
@@ -48,13 +48,13 @@ def input_types(inputs: Sequence[ValueInfoProto], input_shapes: Mapping[str, Seq
 
 def _declared(info: ValueInfoProto, input_shapes, label: str):
     if not info.type.HasField("tensor_type"):
-        raise ModelLoadError(f"input {info.name} of {label} is not a tensor", hint="llmc imports tensor inputs only")
+        raise ModelLoadError(f"input {info.name} of {label} is not a tensor", hint="llmc imports tensor inputs only (no sequences or maps)")
     tt = info.type.tensor_type
     dtype = dtype_of(tt.elem_type, f"input {info.name} of {label}")
     if not tt.HasField("shape"):
         if info.name not in input_shapes:
             raise ShapeError(f"input {info.name} of {label} declares no shape, not even its rank",
-                             hint=f"give its shape, e.g. input_shapes={{'{info.name}': [1, 128]}}")
+                             hint=f"Give its shape, e.g. input_shapes={{'{info.name}': [1, 128]}}")
         return dtype, [None] * len(input_shapes[info.name])
     return dtype, [d.dim_value if d.HasField("dim_value") else (_symbolic(d.dim_param) if d.dim_param else None)
                    for d in tt.shape.dim]
@@ -76,7 +76,7 @@ def _identifier(text: str) -> str:
 def _axis(name: str, axis: int, rank: int) -> int:
     if not -rank <= int(axis) < rank:
         raise ShapeError(f"dynamic names axis {axis} of input {name}, which has rank {rank}",
-                         hint=f"use an axis in [0, {rank})")
+                         hint=f"Use an axis in [0, {rank})")
     return int(axis) % rank
 
 
@@ -85,18 +85,18 @@ def _assign(dims: list, axis: int, new: S.Dim, renames: dict[str, S.Dim], name: 
     if isinstance(old, int):
         if isinstance(new, int) and new != old:
             raise ShapeError(f"input {name} axis {axis} has the fixed size {old} in the model, but {new} was given",
-                             hint=f"give {old} for that axis, or re-export the model with axis {axis} dynamic")
+                             hint=f"Give {old} for that axis, or re-export the model with axis {axis} dynamic")
         dims[axis] = new
     elif isinstance(old, sympy.Symbol):
         previous = renames.setdefault(str(old), new)
         if not S.same(previous, new):
             raise ShapeError(f"dimension {old} (input {name} axis {axis}) is given as both {previous} and {new}",
-                             hint=f"inputs sharing {old} must get the same size")
+                             hint=f"Inputs sharing {old} must get the same size")
     elif old is None:
         dims[axis] = new
     else:
         raise ShapeError(f"input {name} axis {axis} is the expression {old} in the model and cannot be set directly",
-                         hint=f"set the symbols it is made of ({', '.join(sorted(map(str, old.free_symbols)))}) instead")
+                         hint=f"Set the symbols it is made of ({', '.join(sorted(map(str, old.free_symbols)))}) instead")
 
 
 def _final(d, renames: dict[str, S.Dim], name: str, axis: int) -> S.Dim:

@@ -1,0 +1,366 @@
+"""The ONNX frontend against onnxruntime: the onnx package's zoo CNNs, torch.onnx exports of the
+built-in transformers at two sequence lengths, external data, shape folding, single ops."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from llmc.frontend.onnx import from_onnx
+from llmc.ir import FileWeight, run, sym
+from llmc.testing import assert_close
+
+LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+ZOO = ["resnet50", "squeezenet", "shufflenet", "densenet121", "inception_v1", "inception_v2", "vgg19",
+       "bvlc_alexnet", "zfnet512"]
+F32 = TensorProto.FLOAT
+
+
+def ort_outputs(model: onnx.ModelProto | Path, feeds: dict) -> dict:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    source = str(model) if isinstance(model, Path) else model.SerializeToString()
+    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+
+
+def assert_matches_onnxruntime(graph, model, feeds, rtol=1e-4) -> None:
+    ours = run(graph, feeds)
+    ref = ort_outputs(model, feeds)
+    assert list(ours) == list(ref)
+    for name in ref:
+        assert ours[name].dtype == ref[name].dtype, name
+        assert_close(ours[name], ref[name], rtol)
+
+
+def make_model(nodes, inputs, outputs, initializers=(), opset=18) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "test", inputs, outputs, list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)  # onnxruntime's
+    onnx.checker.check_model(model)
+    return model
+
+
+# -- the onnx package's CNN zoo -------------------------------------------------------------
+
+_PERIOD = 1_000_003  # big weights repeat a random block of this (prime) length
+
+
+def _write_random(f, shape, rng) -> tuple[int, int]:
+    """He-scaled normal weights (rank >= 2) or U(0.5, 1.5) vectors (biases, batch-norm statistics)."""
+    n = int(np.prod(shape))
+    if len(shape) >= 2:
+        block = rng.standard_normal(min(n, _PERIOD), dtype=np.float32) * np.float32(np.sqrt(2 / np.prod(shape[1:])))
+    else:
+        block = rng.uniform(0.5, 1.5, n).astype(np.float32)
+    offset = f.tell()
+    for start in range(0, n, len(block)):
+        f.write(block[: n - start].tobytes())
+    return offset, 4 * n
+
+
+def randomized_zoo_model(name: str, folder: Path) -> Path:
+    """The zoo model with random weights in an external data file.
+
+    The light models fill every weight with ConstantOfShape(0.02), so all channels are equal and
+    the softmax is uniform whatever the input: useless for checking numerics. Each such node
+    becomes an initializer stored externally (as big models are), and the softmax inputs become
+    extra outputs so the logits are compared too.
+    """
+    model = onnx.load(LIGHT / f"light_{name}.onnx")
+    rng = np.random.default_rng(0)
+    shapes = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    keep, weights = [], []
+    with open(folder / "weights.bin", "wb") as f:
+        for node in model.graph.node:
+            if node.op_type != "ConstantOfShape" or node.input[0] not in shapes:
+                keep.append(node)
+                continue
+            shape = [int(d) for d in shapes[node.input[0]]]
+            offset, length = _write_random(f, shape, rng)
+            tensor = TensorProto(name=node.output[0], data_type=F32, dims=shape, data_location=TensorProto.EXTERNAL)
+            for key, value in (("location", "weights.bin"), ("offset", offset), ("length", length)):
+                tensor.external_data.add(key=key, value=str(value))
+            weights.append(tensor)
+    used = {i for n in keep for i in n.input}
+    graph = model.graph
+    graph.ClearField("node")
+    graph.node.extend(keep)
+    initializers = [t for t in graph.initializer if t.name in used] + weights
+    graph.ClearField("initializer")
+    graph.initializer.extend(initializers)
+    inputs = [i for i in graph.input if i.name not in shapes]
+    graph.ClearField("input")
+    graph.input.extend(inputs)
+    model.ir_version = max(model.ir_version, 7)  # initializers need not be listed as inputs
+    outputs = {o.name for o in graph.output}
+    logits = {n.input[0] for n in keep if n.op_type == "Softmax" and n.output[0] in outputs}
+    graph.output.extend(v for v in onnx.shape_inference.infer_shapes(model).graph.value_info if v.name in logits)
+    path = folder / f"{name}.onnx"
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_cnn_imports_and_matches_onnxruntime(name, tmp_path):
+    original = from_onnx(LIGHT / f"light_{name}.onnx")  # opset 9, upgraded; weights are ConstantOfShape
+    assert [v.type.shape for v in original.inputs] == [(1, 3, 224, 224)]
+    assert not {"full", "arange"} & set(original.op_histogram()), "ConstantOfShape weights must fold into constants"
+
+    path = randomized_zoo_model(name, tmp_path)
+    graph = from_onnx(path)
+    model = onnx.load(path, load_external_data=False)
+    assert [v.name for v in graph.inputs] == [i.name for i in model.graph.input]  # e.g. gpu_0/data_0
+    assert [v.name for v in graph.outputs] == [o.name for o in model.graph.output]
+    assert any(isinstance(v.const, FileWeight) for v in graph.constants.values())
+    x = np.random.default_rng(1).standard_normal((1, 3, 224, 224), dtype=np.float32)
+    assert_matches_onnxruntime(graph, path, {graph.inputs[0].name: x})
+
+
+def test_import_does_not_read_external_weights(tmp_path):
+    w = np.random.default_rng(0).standard_normal((2048, 4096), dtype=np.float32)  # 32 MiB
+    model = make_model([helper.make_node("MatMul", ["x", "w"], ["y"])],
+                       [helper.make_tensor_value_info("x", F32, ["batch", 2048])],
+                       [helper.make_tensor_value_info("y", F32, ["batch", 4096])], [numpy_helper.from_array(w, "w")])
+    onnx.save(model, tmp_path / "big.onnx", save_as_external_data=True, location="big.data", size_threshold=0)
+    tracemalloc.start()
+    graph = from_onnx(tmp_path / "big.onnx")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 4 * 2**20, f"importing allocated {peak / 2**20:.1f} MiB"
+    weight = graph.value("w").const
+    assert isinstance(weight, FileWeight) and weight.path == (tmp_path / "big.data").resolve()
+    assert isinstance(weight.numpy(), np.memmap)
+    x = np.random.default_rng(1).standard_normal((3, 2048), dtype=np.float32)
+    assert_matches_onnxruntime(graph, tmp_path / "big.onnx", {"x": x})
+
+
+def test_external_data_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    w1, b1 = rng.standard_normal((8, 16), dtype=np.float32), rng.standard_normal(16, dtype=np.float32)
+    w2, b2 = rng.standard_normal((4, 16), dtype=np.float32), rng.standard_normal(4, dtype=np.float32)
+    model = make_model(
+        [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Add", ["h", "b1"], ["hb"]),
+         helper.make_node("Relu", ["hb"], ["r"]), helper.make_node("Gemm", ["r", "w2", "b2"], ["y"], transB=1)],
+        [helper.make_tensor_value_info("x", F32, [2, 8])], [helper.make_tensor_value_info("y", F32, [2, 4])],
+        [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2"))])
+    (tmp_path / "sub").mkdir()
+    onnx.save(model, tmp_path / "sub" / "mlp.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+              location="mlp.weights", size_threshold=0)
+    graph = from_onnx(tmp_path / "sub" / "mlp.onnx")
+    assert all(isinstance(v.const, FileWeight) for v in graph.constants.values())
+    assert graph.op_histogram() == {"add": 1, "linear": 1, "matmul": 1, "relu": 1}
+    x = rng.standard_normal((2, 8), dtype=np.float32)
+    assert_matches_onnxruntime(graph, tmp_path / "sub" / "mlp.onnx", {"x": x})
+
+
+# -- transformer exports (torch.onnx, dynamic sequence length) ------------------------------
+
+
+def _first_output(model, causal: bool):
+    """A module: forward(input_ids[, attention_mask]) -> logits / last hidden state, no KV cache."""
+    import torch
+
+    class FirstOutput(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = model
+
+        def forward(self, input_ids, attention_mask=None):
+            args = (input_ids,) if attention_mask is None else (input_ids, attention_mask)
+            return self.m(*args, **({"use_cache": False} if causal else {}))[0]
+
+    return FirstOutput().eval()
+
+
+def _export(name: str, exporter: str, folder: Path) -> Path:
+    import torch
+
+    from llmc.examples import build
+
+    model, inputs = build(name)
+    names = ["input_ids", "attention_mask"][: len(inputs)]
+    wrapper = _first_output(model, causal=name != "minilm")
+    path = folder / f"{name}.onnx"
+    with torch.no_grad():
+        if exporter.startswith("dynamo"):  # "dynamo-unoptimized" keeps CastLike, SplitToSequence, ...
+            seq = torch.export.Dim("seq", min=2, max=128)
+            torch.onnx.export(wrapper, inputs, str(path), input_names=names, output_names=["out"], dynamo=True,
+                              opset_version=18, dynamic_shapes={n: {1: seq} for n in names}, verbose=False,
+                              optimize=exporter == "dynamo")
+        else:
+            torch.onnx.export(wrapper, inputs, str(path), input_names=names, output_names=["out"], dynamo=False,
+                              opset_version=17, dynamic_axes={n: {1: "seq"} for n in names})
+    return path
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """``exported(name, exporter)``: the path of that export, made once per session."""
+    cache: dict[tuple[str, str], Path] = {}
+
+    def get(name: str, exporter: str) -> Path:
+        if (name, exporter) not in cache:
+            cache[name, exporter] = _export(name, exporter, tmp_path_factory.mktemp(f"{name}-{exporter}"))
+        return cache[name, exporter]
+
+    return get
+
+
+def _feeds(name: str, seq: int) -> dict:
+    if name == "minilm":
+        from llmc.examples import minilm_inputs
+
+        ids, mask = minilm_inputs(seq=seq)
+        return {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+    return {"input_ids": np.random.default_rng(seq).integers(0, 256, (1, seq))}
+
+
+@pytest.mark.parametrize("name, exporter", [("tiny-llama", "dynamo"), ("tiny-gpt2", "dynamo"),
+                                            ("tiny-gpt2", "dynamo-unoptimized"), ("minilm", "dynamo"),
+                                            ("minilm", "torchscript")])
+def test_transformer_export_matches_onnxruntime_at_two_lengths(exported, name, exporter):
+    path = exported(name, exporter)
+    graph = from_onnx(path)
+    assert graph.symbols() == ["seq"]
+    assert graph.outputs[0].type.shape[1] == sym("seq")
+    for seq in (16, 9):
+        assert_matches_onnxruntime(graph, path, _feeds(name, seq))
+
+
+def test_layers_come_from_node_names_or_module_scopes(exported):
+    legacy = from_onnx(exported("minilm", "torchscript"))  # node names like /m/encoder/layer.3/...
+    assert {n.meta.layer for n in legacy.nodes if "/encoder/layer.3/" in n.meta.origin} == {3}
+    dynamo = from_onnx(exported("tiny-llama", "dynamo"))  # names like node_linear_7: layers from name_scopes
+    assert {n.meta.layer for n in dynamo.nodes} == {None, 0, 1}
+    assert all(n.meta.origin for n in dynamo.nodes)
+
+
+# -- import-time shape folding --------------------------------------------------------------
+
+
+def _info(name, shape, dtype=F32):
+    return helper.make_tensor_value_info(name, dtype, shape)
+
+
+def _i64(name, values):
+    return numpy_helper.from_array(np.array(values, dtype=np.int64), name)
+
+
+def test_shape_gather_concat_reshape_folds_into_a_symbolic_reshape():
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Gather", ["s", "zero"], ["b"]),
+        helper.make_node("Shape", ["x"], ["t"], start=1, end=2),
+        helper.make_node("Unsqueeze", ["b", "zero1"], ["b1"]),
+        helper.make_node("Concat", ["b1", "t", "heads"], ["target"], axis=0),
+        helper.make_node("Reshape", ["x", "target"], ["r"]),
+        helper.make_node("Transpose", ["r"], ["y"], perm=[0, 2, 1, 3]),
+    ]
+    model = make_model(nodes, [_info("x", ["batch", "seq", 64])], [_info("y", ["batch", 4, "seq", 16])],
+                       [_i64("zero", 0), _i64("zero1", [0]), _i64("heads", [4, 16])])
+    graph = from_onnx(model)
+    assert graph.op_histogram() == {"reshape": 1, "transpose": 1}
+    assert graph.nodes[0].attrs["shape"] == (sym("batch"), sym("seq"), 4, 16)
+    for shape in ((2, 3, 64), (1, 7, 64)):
+        x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+        assert_matches_onnxruntime(graph, model, {"x": x})
+
+
+def test_symbolic_constant_of_shape_range_and_expand_become_ir_generators():
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("ConstantOfShape", ["s"], ["twos"], value=numpy_helper.from_array(np.array([2.0], np.float32))),
+        helper.make_node("Gather", ["s", "one"], ["n"]),
+        helper.make_node("Range", ["zero", "n", "one"], ["idx"]),
+        helper.make_node("Cast", ["idx"], ["pos"], to=F32),
+        helper.make_node("Equal", ["s", "minus1"], ["unset"]),  # the exporters' "-1 means keep" idiom
+        helper.make_node("Where", ["unset", "ones", "s"], ["target"]),
+        helper.make_node("Expand", ["row", "target"], ["rows"]),
+        helper.make_node("Add", ["twos", "pos"], ["a"]),
+        helper.make_node("Mul", ["a", "rows"], ["y"]),
+    ]
+    inits = [_i64("zero", 0), _i64("one", 1), _i64("minus1", [-1, -1]), _i64("ones", [1, 1]),
+             numpy_helper.from_array(np.arange(5, dtype=np.float32).reshape(1, 5) + 1, "row")]
+    model = make_model(nodes, [_info("x", ["n", 5])], [_info("y", ["n", 5])], inits)
+    graph = from_onnx(model)
+    ops = {n.op: n.attrs for n in graph.nodes}
+    assert ops["full"]["shape"] == (sym("n"), 5)
+    assert ops["expand"]["shape"] == (sym("n"), 5)
+    assert not {"arange", "equal", "where"} & set(ops)  # Range(0, 5) is a constant; the Where folded away
+    for rows in (3, 6):
+        assert_matches_onnxruntime(graph, model, {"x": np.zeros((rows, 5), np.float32)})
+
+
+def test_range_over_a_symbolic_dim_is_an_arange():
+    nodes = [helper.make_node("Shape", ["x"], ["s"], start=1), helper.make_node("Squeeze", ["s"], ["n"]),
+             helper.make_node("Range", ["zero", "n", "one"], ["y"])]
+    model = make_model(nodes, [_info("x", [1, "seq"])], [_info("y", ["seq"], TensorProto.INT64)],
+                       [_i64("zero", 0), _i64("one", 1)])
+    graph = from_onnx(model)
+    (node,) = graph.nodes
+    assert (node.op, node.attrs["end"]) == ("arange", sym("seq"))
+    assert_matches_onnxruntime(graph, model, {"x": np.zeros((1, 6), np.float32)})
+
+
+def test_shape_comparison_that_depends_on_a_symbol_runs_in_the_graph():
+    nodes = [helper.make_node("Shape", ["x"], ["s"], start=1), helper.make_node("Equal", ["s", "five"], ["is5"]),
+             helper.make_node("Where", ["is5", "x", "negx"], ["y"]), helper.make_node("Neg", ["x"], ["negx"])]
+    nodes = [nodes[0], nodes[1], nodes[3], nodes[2]]
+    model = make_model(nodes, [_info("x", [1, "seq"])], [_info("y", [1, "seq"])], [_i64("five", [5])])
+    graph = from_onnx(model)
+    assert {"arange", "equal", "where"} <= set(graph.op_histogram())  # [seq] materialized, compared at run time
+    for seq in (5, 7):
+        assert_matches_onnxruntime(graph, model, {"x": np.ones((1, seq), np.float32)})
+
+
+def test_an_output_computed_entirely_at_import_is_a_constant():
+    model = make_model([helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Mul", ["s", "two"], ["y"])],
+                       [_info("x", [2, 3])], [_info("y", [2], TensorProto.INT64)], [_i64("two", 2)])
+    graph = from_onnx(model)
+    assert graph.nodes == [] and graph.outputs[0].name == "y"
+    np.testing.assert_array_equal(run(graph, {"x": np.zeros((2, 3), np.float32)})["y"], [4, 6])
+
+
+# -- signature: dims, input_shapes, dynamic ---------------------------------------------------
+
+
+def _two_input_model():
+    return make_model([helper.make_node("Add", ["a", "b"], ["y"])],
+                      [_info("a", ["batch", "seq"]), _info("b", ["batch", "seq"])], [_info("y", ["batch", "seq"])])
+
+
+def test_dim_params_become_symbols_shared_by_inputs():
+    graph = from_onnx(_two_input_model())
+    assert graph.symbols() == ["batch", "seq"]
+    assert graph.inputs[1].type.shape == (sym("batch"), sym("seq"))
+
+
+def test_dynamic_renames_a_symbol_in_every_input():
+    graph = from_onnx(_two_input_model(), dynamic={"a": {1: "tokens"}})
+    assert [v.type.shape[1] for v in [*graph.inputs, *graph.outputs]] == [sym("tokens")] * 3
+
+
+def test_input_shapes_fix_a_shared_symbol_everywhere():
+    graph = from_onnx(_two_input_model(), input_shapes={"a": [2, 5]})
+    assert [v.type.shape for v in graph.inputs] == [(2, 5), (2, 5)]
+
+
+def test_dynamic_can_free_a_fixed_dim_and_unnamed_dims_get_names():
+    model = make_model([helper.make_node("Relu", ["x"], ["y"])], [_info("x", [1, None])], [_info("y", [1, None])])
+    graph = from_onnx(model, dynamic={"x": {0: "batch"}})
+    assert graph.inputs[0].type.shape == (sym("batch"), sym("x_1"))
+    x = np.random.default_rng(0).standard_normal((3, 4), dtype=np.float32)
+    np.testing.assert_array_equal(run(graph, {"x": x})["y"], np.maximum(x, 0))
+
+
+def test_node_meta_origin_and_layer():
+    nodes = [helper.make_node("Relu", ["x"], ["h"], name="/model/layers.3/mlp/act/Relu"),
+             helper.make_node("Neg", ["h"], ["y"])]
+    graph = from_onnx(make_model(nodes, [_info("x", [2])], [_info("y", [2])]))
+    assert [(n.meta.origin, n.meta.layer) for n in graph.nodes] == [("/model/layers.3/mlp/act/Relu", 3), ("Neg#1", None)]
