@@ -163,6 +163,8 @@ def test_run_rejects_unknown_inputs(readme_cli, tmp_path, capsys):
     assert code == 1 and "input_ids" in err
     code, _, err = cli(capsys, "run", artifact, "--input-shape", "input_ids=1x4x2")
     assert code == 1 and "rank" in err
+    code, _, err = cli(capsys, "run", artifact, "--size", "sq=4")
+    assert code == 1 and "no symbolic dim(s) ['sq']" in err and "['seq']" in err
 
 
 def test_ci_runs_the_readme_commands():

@@ -14,7 +14,7 @@ import numpy as np
 
 from llmc.cli import show
 from llmc.cli.args import shapes_dict
-from llmc.codegen.report import Table
+from llmc.codegen.report import Table, symbol_sizes
 from llmc.errors import InputError
 from llmc.ir import shapes as S
 from llmc.ir.dtypes import DType
@@ -70,15 +70,12 @@ def random_inputs(graph: Graph, shapes: dict[str, tuple], sizes: dict[str, int],
             if not all(isinstance(d, int) for d in shapes[v.name]):
                 raise InputError(f"--input-shape {v.name} must give integer sizes to run, got {list(shapes[v.name])}")
             S.bind(v.type.shape, shapes[v.name], env, what=f"--input-shape {v.name}")
+    env = symbol_sizes(graph, env, default=DEFAULT_SIZE)
     rng = np.random.default_rng(seed)
-    out = {}
-    for v in graph.inputs:
-        shape = S.evaluate_shape(v.type.shape, {s: env.get(s, DEFAULT_SIZE) for s in S.symbols(v.type.shape)})
-        out[v.name] = _draw(graph, v, shape, rng)
-    return out
+    return {v.name: _draw(v, S.evaluate_shape(v.type.shape, env), rng) for v in graph.inputs}
 
 
-def _draw(graph: Graph, v: Value, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+def _draw(v: Value, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     dtype = v.type.dtype
     if dtype == DType.bool:
         return np.ones(shape, dtype=bool)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from llmc.errors import InputError
 from llmc.ir import shapes as S
 from llmc.ir.graph import Graph, Value
 
@@ -35,7 +36,7 @@ def signature(values: Iterable[Value]) -> list[dict]:
 
 def graph_facts(graph: Graph, sizes: Mapping[str, int] | None = None) -> dict:
     """Everything ``llmc inspect`` shows about ``graph``; JSON-ready and deterministic."""
-    env = {s: int((sizes or {}).get(s, 1)) for s in graph.symbols()}
+    env = symbol_sizes(graph, sizes or {}, default=1)
     layers = layer_table(graph, env)
     return {
         "name": graph.name,
@@ -50,6 +51,17 @@ def graph_facts(graph: Graph, sizes: Mapping[str, int] | None = None) -> dict:
         "ops": graph.op_histogram(),
         "layers": layers,
     }
+
+
+def symbol_sizes(graph: Graph, sizes: Mapping[str, int], *, default: int) -> dict[str, int]:
+    """A size for every symbolic dim of ``graph``: from ``sizes``, else ``default``.
+    Names in ``sizes`` that are not symbols of the graph are an ``InputError`` (a typo, most likely)."""
+    symbols = graph.symbols()
+    unknown = sorted(set(sizes) - set(symbols))
+    if unknown:
+        raise InputError(f"the model has no symbolic dim(s) {unknown}",
+                         hint=f"its symbolic dims are {symbols}" if symbols else "its shapes are all static")
+    return {s: int(sizes.get(s, default)) for s in symbols}
 
 
 def layer_table(graph: Graph, env: Mapping[str, int]) -> list[dict]:
