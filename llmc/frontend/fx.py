@@ -21,6 +21,7 @@ from torch.fx.operator_schemas import normalize_function
 from torch.fx.passes.shape_prop import ShapeProp
 
 from llmc.errors import InputError
+from llmc.frontend.torch.capture import eval_mode
 from llmc.frontend.torch.emitter import NotConvertible
 from llmc.frontend.torch.importer import output_names
 from llmc.frontend.torch.ops import shape as shape_ops
@@ -62,8 +63,9 @@ _NO_EFFECT = {"inplace", "_stacklevel"}  # arguments that do not change the resu
 def from_fx(gm: torch.fx.GraphModule, example_inputs: tuple, *, name: str | None = None) -> Graph:
     """Convert a traced ``GraphModule`` to a verified llmc graph, shaped by ``example_inputs``.
 
-    Inputs are named after the placeholders (``forward()``'s parameters). Raises
-    ``UnsupportedOpError`` listing every function, method or module llmc cannot convert.
+    The module runs in eval mode. Inputs are named after the placeholders (``forward()``'s
+    parameters). Raises ``UnsupportedOpError`` listing every function, method or module llmc
+    cannot convert.
     """
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(example_inputs) != len(placeholders):
@@ -94,8 +96,11 @@ class _FxImporter(Walker):
 
     def run(self, example_inputs: tuple) -> Graph:
         recorder = _Recorder(self.gm)
-        with torch.no_grad():
+        with eval_mode(self.gm), torch.no_grad():
             recorder.propagate(*example_inputs)
+            return self._walk(recorder)
+
+    def _walk(self, recorder: _Recorder) -> Graph:
         for node in self.gm.graph.nodes:
             if node.op == "placeholder":
                 self.env[node] = self.graph.add_input(node.name, self.type_of(node.meta["tensor_meta"]))

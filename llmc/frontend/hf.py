@@ -119,7 +119,8 @@ def _read_config(folder: Path):
     try:
         json.loads((folder / "config.json").read_text())
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise ModelLoadError(f"{folder / 'config.json'} is not valid JSON ({e})", hint="re-download the model") from None
+        raise ModelLoadError(f"{folder / 'config.json'} is not valid JSON ({e})",
+                             hint="re-download the model") from None
     from transformers import AutoConfig
 
     try:
@@ -149,7 +150,8 @@ def folder_weights(folder: Path) -> dict[str, Weight]:
         try:
             names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         except (OSError, ValueError, KeyError, AttributeError) as e:
-            raise ModelLoadError(f"{index} is not a valid safetensors index ({e})", hint="re-download the model") from None
+            raise ModelLoadError(f"{index} is not a valid safetensors index ({e})",
+                                 hint="re-download the model") from None
     else:
         names = sorted(p.name for p in folder.glob("*.safetensors"))
     weights: dict[str, Weight] = {}

@@ -19,7 +19,8 @@ def dtype_from_torch(dtype: torch.dtype) -> DType:
     try:
         return _FROM_TORCH[dtype]
     except KeyError:
-        raise LLMCError(f"torch dtype {dtype} is not supported", hint="cast the model to float32, float16 or bfloat16") from None
+        raise LLMCError(f"torch dtype {dtype} is not supported",
+                        hint="cast the model to float32, float16 or bfloat16") from None
 
 
 def dtype_to_torch(dtype: DType) -> torch.dtype:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import sympy
 import torch
 from torch import nn
 
@@ -105,6 +106,25 @@ def test_exported_program_with_named_dynamic_batch():
     assert graph.inputs[0].type.shape == (sym("batch"), 3, 32, 32)
     x3 = torch.randn(3, 3, 32, 32)
     assert_close(run(graph, {"x": x3.numpy()})["output"], eager(model, x3))
+
+
+class Halves(nn.Module):
+    def forward(self, x):
+        n = x.shape[1]
+        positions = torch.arange(n // 2 + 1, dtype=torch.float32) * 0.5
+        return x[:, : n // 2] * 2, torch.cat([x, x[:, :1]], dim=1).sum(1), positions, x.new_zeros(n, 2) + n
+
+
+def test_size_arithmetic_folds_into_symbolic_attributes():
+    graph = from_torch(Halves(), (torch.randn(2, 10),), dynamic={"x": {1: "seq"}})
+    seq = sym("seq")
+    first = next(n for n in graph.nodes if n.op == "slice")
+    assert first.attrs["ends"] == (sympy.floor(seq / 2),)
+    assert next(n for n in graph.nodes if n.op == "arange").attrs["end"] == sympy.floor(seq / 2) + 1
+    for length in (7, 12):
+        x = torch.randn(2, length)
+        for got, want in zip(run(graph, {"x": x.numpy()}).values(), Halves()(x)):
+            assert_close(got, want.numpy(), 1e-6)
 
 
 # -- single ops whose torch semantics are easy to get wrong -------------------------------------

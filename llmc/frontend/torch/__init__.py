@@ -48,9 +48,10 @@ def _prepare(model: torch.nn.Module, example_inputs: tuple):
     """(module, args, kwargs, module prefix) to export: HF models go through their export wrapper."""
     from llmc.frontend import hf
 
+    inputs = _on_device_of(model, example_inputs)
     if hf.is_transformers_model(model):
-        return hf.export_wrapper(model, example_inputs)
-    return model, _on_device_of(model, example_inputs), {}, ""
+        return hf.export_wrapper(model, inputs)
+    return model, inputs, {}, ""
 
 
 def _on_device_of(model: torch.nn.Module, inputs: tuple) -> tuple:

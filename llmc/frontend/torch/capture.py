@@ -53,7 +53,7 @@ def export(
         raise InputError(f"dynamic sizes are given for {sorted(unknown)}, which are not inputs of the model",
                          hint=f"the model's inputs are {names}")
     shapes = {n: {axis: torch.export.Dim.DYNAMIC for axis in (dynamic or {}).get(n, {})} or None for n in names}
-    with _eval_mode(module), torch.no_grad():
+    with eval_mode(module), torch.no_grad():
         try:
             return torch.export.export(module, tuple(args), kwargs, dynamic_shapes=shapes, strict=False)
         except Exception as e:  # torch raises many types here; each becomes one clear error
@@ -73,7 +73,8 @@ def _bind(module: torch.nn.Module, args: tuple, kwargs: dict) -> dict:
 
 
 @contextlib.contextmanager
-def _eval_mode(module: torch.nn.Module):
+def eval_mode(module: torch.nn.Module):
+    """Run the block with ``module`` in eval mode (dropout off, batch norm on running statistics)."""
     modes = {m: m.training for m in module.modules()}
     module.eval()
     try:

@@ -74,6 +74,8 @@ class SymbolTable:
         expr = value.xreplace(self._names)
         for fn, rewrite in _REWRITES.items():
             expr = expr.replace(fn, rewrite)
+        if isinstance(expr, sympy.logic.boolalg.BooleanAtom):
+            return bool(expr)
         if expr.is_Number and not expr.is_Integer:
             return float(expr)
         return S.dim(expr)
