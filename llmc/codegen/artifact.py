@@ -99,6 +99,7 @@ def _fresh_sibling(out: Path, kind: str) -> Path:
 
 
 def _fill(tmp: Path, graph: Graph, *, target, options, opt_level, passes, sizes) -> dict:
+    facts = graph_facts(graph, sizes)  # first: a bad size name fails before the long lowering
     serialize.save(graph, tmp)
     payload = target.lower(graph, options, tmp)
     missing = [f for f in payload.files if not (tmp / f).is_file()]
@@ -110,7 +111,7 @@ def _fill(tmp: Path, graph: Graph, *, target, options, opt_level, passes, sizes)
         "target": {"name": target.name, "options": _options_json(options)},
         "opt_level": opt_level,
         "passes": [r.to_json(timings=False) for r in passes],
-        "model": graph_facts(graph, sizes),
+        "model": facts,
         "payload": {"files": sorted(payload.files), **payload.manifest},
     }
     (tmp / REPORT).write_text(render_report(manifest))
