@@ -86,6 +86,9 @@ def from_hf(model, *, batch: int = 1, seq: int = 16, dynamic: dict[str, dict[int
     (``{"input_ids": {1: "seq"}}``); the attention mask gets the same ones. A folder's weights
     stay in its files; a folder without weights gives ``MetaWeight`` constants.
     """
+    if isinstance(model, torch.nn.Module) and not is_transformers_model(model):
+        raise InputError(f"{type(model).__name__} is not a transformers model",
+                         hint="capture it with llmc.frontend.torch.from_torch")
     if is_transformers_model(model):
         device = next(model.parameters()).device
         inputs, dynamic = _example_inputs(_is_causal(model.config, type(model)), batch, seq, dynamic, device)

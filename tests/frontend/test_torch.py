@@ -163,11 +163,19 @@ class Attention(nn.Module):
         return causal, masked, gqa
 
 
+class Products(nn.Module):
+    def forward(self, a, b, c):
+        scaled = torch.addmm(c[0], a[0], b[0], beta=0.5, alpha=2.0)
+        pieces = torch.split(a, [1, 2], 1)[1], a.unbind(1)[2]
+        return scaled, torch.baddbmm(c, a, b), torch.bmm(a, b), a[0] @ b[0], *pieces
+
+
 _INT = torch.tensor([[0, 3, -2, 5], [4, 1, 2, 7]])
 _CASES = {
     "indexing": (Indexing(), (torch.randn(3, 3, 4), torch.tensor([2, 0, -1]))),
     "arithmetic": (Arithmetic(), (torch.randn(2, 4), _INT)),
     "shapes": (Shapes(), (torch.randn(2, 3, 4),)),
+    "products": (Products(), (torch.randn(2, 3, 4), torch.randn(2, 4, 3), torch.randn(2, 3, 3))),
     # 3 queries against 5 keys: torch's is_causal aligns top-left, unlike llmc's causal
     "attention": (Attention(), (torch.randn(1, 4, 3, 8), torch.randn(1, 4, 5, 8), torch.randn(1, 4, 5, 8),
                                 torch.randn(1, 1, 3, 5) > 0)),
