@@ -10,9 +10,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import sympy
 from onnx import TensorProto, helper, numpy_helper
 
 from llmc.frontend.onnx import from_onnx
+from llmc.frontend.onnx.shapes import dims_array, fold
 from llmc.ir import FileWeight, run, sym
 from llmc.testing import assert_close
 
@@ -221,6 +223,9 @@ def _feeds(name: str, seq: int) -> dict:
     return {"input_ids": np.random.default_rng(seq).integers(0, 256, (1, seq))}
 
 
+LAYERS = {"tiny-llama": 2, "tiny-gpt2": 2, "minilm": 6}
+
+
 @pytest.mark.parametrize("name, exporter", [("tiny-llama", "dynamo"), ("tiny-gpt2", "dynamo"),
                                             ("tiny-gpt2", "dynamo-unoptimized"), ("minilm", "dynamo"),
                                             ("minilm", "torchscript")])
@@ -229,16 +234,11 @@ def test_transformer_export_matches_onnxruntime_at_two_lengths(exported, name, e
     graph = from_onnx(path)
     assert graph.symbols() == ["seq"]
     assert graph.outputs[0].type.shape[1] == sym("seq")
+    # layers come from node names (/m/encoder/layer.3/...) or the dynamo exporter's module scopes
+    assert {n.meta.layer for n in graph.nodes} == {None, *range(LAYERS[name])}
+    assert all(n.meta.origin for n in graph.nodes)
     for seq in (16, 9):
         assert_matches_onnxruntime(graph, path, _feeds(name, seq))
-
-
-def test_layers_come_from_node_names_or_module_scopes(exported):
-    legacy = from_onnx(exported("minilm", "torchscript"))  # node names like /m/encoder/layer.3/...
-    assert {n.meta.layer for n in legacy.nodes if "/encoder/layer.3/" in n.meta.origin} == {3}
-    dynamo = from_onnx(exported("tiny-llama", "dynamo"))  # names like node_linear_7: layers from name_scopes
-    assert {n.meta.layer for n in dynamo.nodes} == {None, 0, 1}
-    assert all(n.meta.origin for n in dynamo.nodes)
 
 
 # -- import-time shape folding --------------------------------------------------------------
@@ -250,6 +250,21 @@ def _info(name, shape, dtype=F32):
 
 def _i64(name, values):
     return numpy_helper.from_array(np.array(values, dtype=np.int64), name)
+
+
+def test_folding_shape_arithmetic_with_symbols():
+    seq = sym("seq")
+    shape = dims_array([2, seq, 64])
+    assert list(fold("Mul", [shape, np.array(2)], {})) == [4, 2 * seq, 128]
+    assert list(fold("Div", [shape, np.array(4, np.int64)], {})) == [0, sympy.floor(seq / 4), 16]
+    assert fold("Gather", [shape, np.array(1)], {"axis": 0}) == seq
+    assert list(fold("Concat", [shape, np.array([4], np.int64)], {"axis": 0})) == [2, seq, 64, 4]
+    assert list(fold("Max", [shape, np.array([1, 1, 1], np.int64)], {})) == [2, seq, 64]
+    assert list(fold("Equal", [shape, np.array([2, -1, 0], np.int64)], {})) == [True, False, False]
+    assert fold("Equal", [shape, np.array([2, 5, 64], np.int64)], {}) is None  # depends on seq
+    assert fold("Slice", [np.arange(8), np.array([0]), shape[1:2]], {}) is None  # ends at seq
+    static = fold("Sub", [dims_array([3, 4]), np.array([1, 1], np.int64)], {})
+    assert static.dtype == np.int64 and list(static) == [2, 3]
 
 
 def test_shape_gather_concat_reshape_folds_into_a_symbolic_reshape():
@@ -275,7 +290,7 @@ def test_shape_gather_concat_reshape_folds_into_a_symbolic_reshape():
 def test_symbolic_constant_of_shape_range_and_expand_become_ir_generators():
     nodes = [
         helper.make_node("Shape", ["x"], ["s"]),
-        helper.make_node("ConstantOfShape", ["s"], ["twos"], value=numpy_helper.from_array(np.array([2.0], np.float32))),
+        helper.make_node("ConstantOfShape", ["s"], ["twos"], value=numpy_helper.from_array(np.float32([2.0]))),
         helper.make_node("Gather", ["s", "one"], ["n"]),
         helper.make_node("Range", ["zero", "n", "one"], ["idx"]),
         helper.make_node("Cast", ["idx"], ["pos"], to=F32),
@@ -323,7 +338,8 @@ def test_an_output_computed_entirely_at_import_is_a_constant():
     model = make_model([helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Mul", ["s", "two"], ["y"])],
                        [_info("x", [2, 3])], [_info("y", [2], TensorProto.INT64)], [_i64("two", 2)])
     graph = from_onnx(model)
-    assert graph.nodes == [] and graph.outputs[0].name == "y"
+    assert graph.op_histogram() == {"reshape": 1}  # only the named copy of the constant [4, 6]
+    assert graph.outputs[0].name == "y" and graph.outputs[0].producer.inputs[0].is_const
     np.testing.assert_array_equal(run(graph, {"x": np.zeros((2, 3), np.float32)})["y"], [4, 6])
 
 
@@ -363,4 +379,5 @@ def test_node_meta_origin_and_layer():
     nodes = [helper.make_node("Relu", ["x"], ["h"], name="/model/layers.3/mlp/act/Relu"),
              helper.make_node("Neg", ["h"], ["y"])]
     graph = from_onnx(make_model(nodes, [_info("x", [2])], [_info("y", [2])]))
-    assert [(n.meta.origin, n.meta.layer) for n in graph.nodes] == [("/model/layers.3/mlp/act/Relu", 3), ("Neg#1", None)]
+    expected = [("/model/layers.3/mlp/act/Relu", 3), ("Neg#1", None)]
+    assert [(n.meta.origin, n.meta.layer) for n in graph.nodes] == expected

@@ -21,7 +21,8 @@ from llmc.frontend.onnx.reader import read_model
 from llmc.ir.graph import Graph
 
 
-def from_onnx(model: str | os.PathLike | onnx.ModelProto, *, input_shapes: Mapping[str, Sequence[int | str]] | None = None,
+def from_onnx(model: str | os.PathLike | onnx.ModelProto, *,
+              input_shapes: Mapping[str, Sequence[int | str]] | None = None,
               dynamic: Mapping[str, Mapping[int, str]] | None = None, name: str | None = None) -> Graph:
     """Import an ONNX model (a ``.onnx`` path or a ``ModelProto``) as a verified llmc ``Graph``.
 

@@ -129,5 +129,5 @@ class NodeCx:
         return node.outputs[0] if len(node.outputs) == 1 else tuple(node.outputs)
 
     def const(self, array, dtype: DType) -> Value:
-        """A small constant of ``dtype`` (e.g. the scalar of a Clip or a Mean)."""
+        """A small constant of ``dtype`` (a Gemm's alpha, the count of a Mean)."""
         return self.importer.graph.add_const(f"{self.meta.origin}.const", np.asarray(array, dtype=dtype.np))

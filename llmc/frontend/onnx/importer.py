@@ -39,6 +39,7 @@ class Importer:
         self.known: dict[str, np.ndarray] = {}  # ONNX name -> value fixed at import time
         self.weights: dict[str, Weight] = {}  # ONNX name -> constant data not yet in the graph
         self.sequences: dict[str, TensorSequence] = {}  # ONNX name -> values of a sequence
+        self.names: dict[str, str] = {}  # ONNX tensor name -> IR value name reserved for it
         self.input_shapes = dict(input_shapes or {})
         self.dynamic = dict(dynamic or {})
 
@@ -47,6 +48,7 @@ class Importer:
         for tensor in self.onnx_graph.initializer:
             self._add_weight(tensor.name, tensor_weight(tensor, self.source))
         self._add_inputs()
+        self._reserve_names()
         for index, node in enumerate(self.onnx_graph.node):
             self._import_node(index, node)
         self.graph.outputs = [self._output(o.name) for o in self.onnx_graph.output]
@@ -98,6 +100,7 @@ class Importer:
         """A known value as IR: a constant, or for symbolic dims an ``arange`` per symbolic element."""
         if not shapes.is_symbolic(array):
             return self.graph.add_const(name, array)
+
         def emit(op, inputs, **attrs):
             return self.graph.add_node(op, inputs, attrs, meta=NodeMeta(origin=name), name=name).output
 
@@ -118,6 +121,14 @@ class Importer:
         for info in declared:
             self.values[info.name] = self.graph.add_input(info.name, types[info.name])
 
+    def _reserve_names(self) -> None:
+        """Reserve the ONNX names of node outputs and graph outputs, so the IR values computing
+        them can take those names even after helper values were named (``Gemm`` -> matmul, add)."""
+        taken = {v.name for v in self.graph.inputs}
+        wanted = [o for node in self.onnx_graph.node for o in node.output] + [o.name for o in self.onnx_graph.output]
+        for name in dict.fromkeys(n for n in wanted if n and n not in taken):
+            self.names[name] = self.graph.fresh(name)
+
     def _output(self, name: str) -> Value:
         """The value of an ONNX graph output, under the output's name.
 
@@ -125,14 +136,14 @@ class Importer:
         named copy: a reshape to its own shape.
         """
         v = self.value(name)
-        if v.name == name:
+        wanted = self.names.get(name, name)
+        if v.name == wanted:
             return v
-        if v.producer is not None and v not in self.graph.outputs:
-            v.name = self.graph.fresh(name)
-            return v
-        copy = self.graph.add_node("reshape", [v], {"shape": v.type.shape}, meta=NodeMeta(origin=name), name=name,
-                                   out_names=[name])
-        return copy.output
+        if v.producer is None or v in self.graph.outputs:
+            copy = self.graph.add_node("reshape", [v], {"shape": v.type.shape}, meta=NodeMeta(origin=name), name=name)
+            v = copy.output
+        v.name = wanted
+        return v
 
     # -- nodes ------------------------------------------------------------------------------
 
@@ -174,8 +185,8 @@ class Importer:
         """Give each new IR value its ONNX tensor name (values passed through keep theirs)."""
         fresh = {id(v) for n in created for v in n.outputs}
         for name, result in zip(node.output, results):
-            if name and isinstance(result, Value) and id(result) in fresh and result.name != name:
-                result.name = self.graph.fresh(name)
+            if name and isinstance(result, Value) and id(result) in fresh:
+                result.name = self.names[name]
 
 
 # -- node metadata --------------------------------------------------------------------------

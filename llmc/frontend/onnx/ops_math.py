@@ -62,7 +62,10 @@ def _isnan(cx: NodeCx):
 
 @converter("Cast", "CastLike")
 def _cast(cx: NodeCx):
-    dtype = cx.type(1).dtype if cx.op_type == "CastLike" else dtype_of(cx.attr("to"), f"Cast target of {cx.meta.origin}")
+    if cx.op_type == "CastLike":
+        dtype = cx.type(1).dtype
+    else:
+        dtype = dtype_of(cx.attr("to"), f"Cast target of {cx.meta.origin}")
     known = cx.known(0)
     if known is not None and not shapes.is_symbolic(known):  # CastLike of a constant: only the target's type matters
         return known.astype(dtype.np)

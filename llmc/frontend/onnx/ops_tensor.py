@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import sympy
-from onnx import numpy_helper
 
 from llmc.frontend.onnx import shapes
 from llmc.frontend.onnx.context import NodeCx, TensorSequence, converter
@@ -47,9 +46,8 @@ def _constant(cx: NodeCx):
 @converter("ConstantOfShape")
 def _constant_of_shape(cx: NodeCx):
     """Reached only for symbolic shapes (static ones fold): a ``full`` node."""
-    value = numpy_helper.to_array(cx.attrs["value"]).reshape(()) if "value" in cx.attrs else np.float32(0)
-    dtype = DType.from_numpy(value.dtype)
-    return cx.call("full", shape=cx.dims(0, "shape"), value=float(value), dtype=dtype)
+    value = shapes.fill_value(cx.attrs)
+    return cx.call("full", shape=cx.dims(0, "shape"), value=float(value), dtype=DType.from_numpy(value.dtype))
 
 
 @converter("Range")
@@ -63,16 +61,14 @@ def _range(cx: NodeCx):
 @converter("Reshape")
 def _reshape(cx: NodeCx):
     x = cx.value(0)
-    target = list(cx.dims(1, "target shape"))
-    if not cx.attr("allowzero", 0):
-        target = [x.type.shape[i] if d == 0 else d for i, d in enumerate(target)]
-    return cx.call("reshape", x, shape=target)
+    return cx.call("reshape", x, shape=shapes.reshape_target(cx.dims(1, "target shape"), x.type.shape, cx.attrs))
 
 
 @converter("Flatten")
 def _flatten(cx: NodeCx):
     x = cx.value(0)
-    axis = cx.attr("axis", 1) % (x.type.rank + 1) if cx.attr("axis", 1) < 0 else cx.attr("axis", 1)
+    axis = cx.attr("axis", 1)
+    axis = axis + x.type.rank if axis < 0 else axis  # in [0, rank]: rank flattens to [numel, 1]
     return cx.call("reshape", x, shape=(S.numel(x.type.shape[:axis]), S.numel(x.type.shape[axis:])))
 
 
@@ -117,8 +113,12 @@ def _split(cx: NodeCx):
         n = cx.attr("num_outputs", len(cx.node.output))
         chunk = S.dim(sympy.ceiling(sympy.Integer(1) * x.type.shape[axis] / n))
         sizes = [chunk] * (n - 1) + [S.dim(x.type.shape[axis] - chunk * (n - 1))]
+    return list(_pieces(cx, x, axis, sizes))
+
+
+def _pieces(cx: NodeCx, x, axis: int, sizes) -> tuple:
     out = cx.call("split", x, axis=axis, sizes=sizes)
-    return list(out) if isinstance(out, tuple) else [out]
+    return out if isinstance(out, tuple) else (out,)
 
 
 @converter("SplitToSequence")
@@ -137,8 +137,7 @@ def _split_to_sequence(cx: NodeCx):
         split = [1] * size
     else:
         raise cx.fail("splitting a symbolic axis into single elements")
-    parts = cx.call("split", x, axis=axis, sizes=split)
-    parts = parts if isinstance(parts, tuple) else (parts,)
+    parts = _pieces(cx, x, axis, split)
     if not cx.has(1) and not cx.attr("keepdims", 1):
         parts = tuple(cx.call("reshape", p, shape=p.type.shape[:axis] + p.type.shape[axis + 1:]) for p in parts)
     return TensorSequence(parts)

@@ -102,7 +102,7 @@ def _upgraded(source: OnnxSource) -> onnx.ModelProto:
         return model
     try:
         return onnx.version_converter.convert_version(model, MIN_OPSET)
-    except Exception as e:  # the converter raises bare RuntimeError/ValueError/ConvertError by op
+    except (onnx.version_converter.ConvertError, RuntimeError, ValueError) as e:
         raise ModelLoadError(
             f"{source.label} uses opset {version}; converting it to opset {MIN_OPSET} failed ({type(e).__name__}: {e})",
             hint=f"Re-export the model with opset {MIN_OPSET} or later",
@@ -145,11 +145,13 @@ def _external_weight(tensor: TensorProto, dtype: DType, source: OnnxSource) -> F
         offset = int(info.get("offset", 0))
         length = int(info.get("length", need))
     except ValueError:
-        raise ModelLoadError(f"tensor {tensor.name} of {source.label} has a malformed external-data offset/length {info}",
+        raise ModelLoadError(f"tensor {tensor.name} of {source.label} has a malformed external-data "
+                             f"offset/length {info}",
                              hint="Re-save the model with onnx.save_model(..., save_as_external_data=True)") from None
     if length != need:
         raise ModelLoadError(f"tensor {tensor.name} of {source.label} declares {length} bytes of external data, "
-                             f"but {type} needs {need}", hint="The model and its data file do not match; re-export both")
+                             f"but {type} needs {need}",
+                             hint="The model and its data file do not match; re-export both")
     if path.stat().st_size < offset + need:
         raise ModelLoadError(f"external data file {path} is truncated: tensor {tensor.name} needs bytes "
                              f"{offset}..{offset + need} but the file has {path.stat().st_size}",
@@ -163,7 +165,8 @@ def _external_file(tensor: TensorProto, source: OnnxSource) -> Path:
     where = f"tensor {tensor.name} of {source.label}"
     if not location:
         raise ModelLoadError(f"{where} is stored externally but names no data file", hint="Re-export the model")
-    if os.path.isabs(location) or location.startswith(("/", "\\")) or PureWindowsPath(location).drive or "\0" in location:
+    absolute = os.path.isabs(location) or location.startswith(("/", "\\")) or PureWindowsPath(location).drive
+    if absolute or "\0" in location:
         raise UnsafeModelError(f"{where} points its external data at the absolute path {location!r}; refused",
                                hint="External data must be a file inside the model's folder, named by a relative path")
     if source.folder is None:

@@ -165,17 +165,22 @@ def _squeeze(a, attrs):
     return np.squeeze(a[0], axis=axes)
 
 
+def reshape_target(target: Sequence[S.Dim], shape: Sequence[S.Dim], attrs: dict) -> list[S.Dim]:
+    """ONNX Reshape's target with each 0 meaning "keep this input dim" (unless ``allowzero``)."""
+    if attrs.get("allowzero", 0):
+        return list(target)
+    return [shape[i] if d == 0 else d for i, d in enumerate(target)]
+
+
 @folder("Reshape")
 def _reshape(a, attrs):
-    target = _static(a[1])
-    if not attrs.get("allowzero", 0):
-        target = [a[0].shape[i] if d == 0 else d for i, d in enumerate(target)]
-    return np.reshape(a[0], target)
+    return np.reshape(a[0], reshape_target(_static(a[1]), a[0].shape, attrs))
 
 
 @folder("Flatten")
 def _flatten(a, attrs):
-    axis = attrs.get("axis", 1) % max(a[0].ndim, 1)
+    axis = attrs.get("axis", 1)
+    axis = axis + a[0].ndim if axis < 0 else axis
     return a[0].reshape(int(np.prod(a[0].shape[:axis])), -1)
 
 
@@ -202,13 +207,16 @@ def _expand(a, attrs):
     return np.broadcast_to(a[0], np.broadcast_shapes(a[0].shape, tuple(shape)))
 
 
-@folder("ConstantOfShape")
-def _constant_of_shape(a, attrs):
+def fill_value(attrs: dict) -> np.ndarray:
+    """ConstantOfShape's fill value: a 0-d array of its dtype (default float32 zero)."""
     from onnx import numpy_helper
 
-    shape = _static(a[0])
-    value = numpy_helper.to_array(attrs["value"]).reshape(()) if "value" in attrs else np.float32(0)
-    return np.broadcast_to(value, tuple(shape))  # a view: no memory even for a weight-sized tensor
+    return numpy_helper.to_array(attrs["value"]).reshape(()) if "value" in attrs else np.array(0, np.float32)
+
+
+@folder("ConstantOfShape")
+def _constant_of_shape(a, attrs):
+    return np.broadcast_to(fill_value(attrs), tuple(_static(a[0])))  # a view: no memory even when weight-sized
 
 
 @folder("Range")
@@ -303,8 +311,8 @@ def _comparison(numeric, symbolic):
     return run
 
 
-for _name, (_numeric, _symbolic) in _COMPARE.items():
-    FOLDERS[_name] = _comparison(_numeric, _symbolic)
+for _op_type, (_np_fn, _sympy_fn) in _COMPARE.items():
+    FOLDERS[_op_type] = _comparison(_np_fn, _sympy_fn)
 
 FOLDERS["Not"] = lambda a, attrs: np.logical_not(a[0])
 FOLDERS["And"] = lambda a, attrs: np.logical_and(*a)

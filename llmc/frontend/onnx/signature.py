@@ -48,7 +48,8 @@ def input_types(inputs: Sequence[ValueInfoProto], input_shapes: Mapping[str, Seq
 
 def _declared(info: ValueInfoProto, input_shapes, label: str):
     if not info.type.HasField("tensor_type"):
-        raise ModelLoadError(f"input {info.name} of {label} is not a tensor", hint="llmc imports tensor inputs only (no sequences or maps)")
+        raise ModelLoadError(f"input {info.name} of {label} is not a tensor",
+                             hint="llmc imports tensor inputs only (no sequences or maps)")
     tt = info.type.tensor_type
     dtype = dtype_of(tt.elem_type, f"input {info.name} of {label}")
     if not tt.HasField("shape"):
@@ -95,8 +96,9 @@ def _assign(dims: list, axis: int, new: S.Dim, renames: dict[str, S.Dim], name: 
     elif old is None:
         dims[axis] = new
     else:
+        symbols = ", ".join(sorted(map(str, old.free_symbols)))
         raise ShapeError(f"input {name} axis {axis} is the expression {old} in the model and cannot be set directly",
-                         hint=f"Set the symbols it is made of ({', '.join(sorted(map(str, old.free_symbols)))}) instead")
+                         hint=f"Set the symbols it is made of ({symbols}) instead")
 
 
 def _final(d, renames: dict[str, S.Dim], name: str, axis: int) -> S.Dim:
