@@ -73,7 +73,7 @@ def main() -> None:
         "benchmark": "capture + inspect of a Llama-2-7B-shaped Hugging Face folder without weights",
         "command": "llmc inspect FOLDER --json",
         "folder_files": files,
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"),
         "device": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()},
         "versions": {"python": platform.python_version(),
                      **{pkg: version(pkg) for pkg in ("torch", "transformers", "llmc")}},

@@ -49,7 +49,7 @@ def readme_cli(tmp_path_factory):
     It compiles tiny-llama with a dynamic sequence length, runs it at seq=7 and compares it with a
     fresh capture; returns the folder and each line's (exit code, stdout, stderr).
     """
-    block = re.search(r"## Command line\n\n```sh\n(.*?)```", README.read_text(), re.S).group(1)
+    block = re.search(r"## Command line\n\n```sh\n(.*?)```", README.read_text(), re.DOTALL).group(1)
     folder = tmp_path_factory.mktemp("readme")
     results = []
     with pytest.MonkeyPatch.context() as mp:
@@ -76,7 +76,7 @@ def test_readme_cli_examples_run(readme_cli):
 
 def test_compile_by_the_installed_script(tmp_path, capsys):
     proc = subprocess.run(["llmc", "compile", "small-cnn", "--target=reference", "-o", str(tmp_path / "cnn")],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert f"wrote {tmp_path / 'cnn'}" in proc.stdout and proc.stderr == ""
     code, out, err = cli(capsys, "run", tmp_path / "cnn", "--compare-with", "small-cnn", "--input-shape", "x=2x3x32x32")
@@ -169,7 +169,7 @@ def test_run_rejects_unknown_inputs(readme_cli, tmp_path, capsys):
 
 def test_ci_runs_the_readme_commands():
     text = README.read_text()
-    setup, tests = re.findall(r"```sh\n(.*?)\n```", text, re.S)[:2]
+    setup, tests = re.findall(r"```sh\n(.*?)\n```", text, re.DOTALL)[:2]
     ci = (Path(__file__).parents[1] / ".ci" / "run").read_text().splitlines()
     assert setup in ci and tests in ci
     assert "pip install torch==2.13.0" in setup and "set -euo pipefail" in ci

@@ -14,7 +14,7 @@ from llmc.cli import main
 from llmc.errors import InputError, ModelLoadError, ShapeError, UnsupportedOpError, WeightsNotMaterialized
 
 onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper
 
 
 def onnx_mlp(path, *, external=False, op="Relu"):
@@ -135,7 +135,7 @@ def test_weightless_hf_folder_can_still_be_inspected(tmp_path, capsys):
     from llmc.examples import tiny_llama_config
 
     config = tiny_llama_config()
-    assert facts["parameters"] - _llama_params(config) in range(0, 65)  # + small rotary/position constants
+    assert facts["parameters"] - _llama_params(config) in range(65)  # + small rotary/position constants
     assert sum(1 for row in facts["layers"] if row["layer"] is not None) == config.num_hidden_layers
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from llmc.errors import InputError
 from llmc.ir import shapes as S
 from llmc.ir.graph import Graph, Value
+from llmc.ir.ops.registry import substitute
+from llmc.ir.types import TensorType
 
 
 @dataclass
@@ -68,28 +70,42 @@ def layer_table(graph: Graph, env: Mapping[str, int]) -> list[dict]:
     """One row per model layer (``NodeMeta.layer``; ``None`` = outside the blocks, listed last).
 
     A weight counts in the layer of its first reader, so a tied embedding is counted once.
+    Costs are taken on concrete types (symbols bound by ``env``): exact, and fast on a 7B graph,
+    where symbolic cost expressions would spend minutes in sympy.
     """
     rows: dict[int | None, dict] = {}
     counted: set[int] = set()
+    concrete = _Concrete(env)
     for node in graph.nodes:
         row = rows.setdefault(node.meta.layer, {"layer": node.meta.layer, "nodes": 0, "params": 0,
                                                 "weight_bytes": 0, "flops": 0})
         row["nodes"] += 1
-        cost = node.opdef.cost([v.type for v in node.inputs], [v.type for v in node.outputs], node.attrs)
-        row["flops"] += _at(cost.flops, env)
+        cost = node.opdef.cost([concrete(v.type) for v in node.inputs], [concrete(v.type) for v in node.outputs],
+                               substitute(node.attrs, concrete.env))
+        row["flops"] += round(float(cost.flops))
         for v in node.inputs:
             if v.is_const and id(v) not in counted:
                 counted.add(id(v))
-                row["params"] += _at(v.type.numel, env)
-                row["weight_bytes"] += int(v.type.nbytes(dict(env)))
+                row["params"] += int(concrete(v.type).numel)
+                row["weight_bytes"] += int(concrete(v.type).nbytes())
     return sorted(rows.values(), key=lambda r: (r["layer"] is None, r["layer"] or 0))
 
 
-def _at(d: S.Dim | float, env: Mapping[str, int]) -> int:
-    """A cost at the given sizes, rounded (costs may carry float factors: ``1.0*seq``)."""
-    if not hasattr(d, "free_symbols"):
-        return int(round(d))
-    return int(round(float(d.subs({S.sym(s): env.get(s, 1) for s in map(str, d.free_symbols)}))))
+class _Concrete:
+    """Tensor types with every symbol replaced by its size (1 for symbols ``env`` does not name)."""
+
+    def __init__(self, env: Mapping[str, int]):
+        self.env = dict(env)
+        self._cache: dict[TensorType, TensorType] = {}
+
+    def __call__(self, t: TensorType) -> TensorType:
+        if t.is_static:
+            return t
+        if t not in self._cache:
+            for name in S.symbols(t.shape):
+                self.env.setdefault(name, 1)
+            self._cache[t] = t.with_shape(S.evaluate_shape(t.shape, self.env))
+        return self._cache[t]
 
 
 # -- tables ---------------------------------------------------------------------------------

@@ -107,7 +107,7 @@ def _read_pt2(path: Path):
 
     try:
         return torch.export.load(str(path))
-    except Exception as e:  # torch raises many types for a damaged archive; all mean "unreadable"
+    except Exception as e:  # noqa: BLE001 -- torch raises many types for a damaged archive; all mean "unreadable"
         raise ModelLoadError(f"{path} is not a readable torch.export archive ({type(e).__name__}: {e})",
                              hint="re-create it with torch.export.save") from None
 
