@@ -134,6 +134,13 @@ CASES = {
     "Greater": ("Greater", [In(r(5)), In(r(1))], {}),
     "Dropout-mask": ("Dropout", [In(r(2, 3))], {}),
     "Identity": ("Identity", [In(r(2, 3))], {}),
+    "QuantizeLinear-per-tensor": ("QuantizeLinear", [In(r(3, 4) * 5), Const(f32(0.05)), Const(np.int8(3))], {}),
+    "QuantizeLinear-per-axis": ("QuantizeLinear", [In(r(2, 3, 4)), Const(f32([0.1, 0.2, 0.3])),
+                                                   Const(np.uint8([128, 120, 130]))], {"axis": 1}),
+    "QuantizeLinear-default-uint8": ("QuantizeLinear", [In(np.abs(r(5))), Const(f32(0.02))], {}),
+    "DequantizeLinear-per-axis": ("DequantizeLinear", [In(_rng.integers(-128, 128, (2, 3)).astype(np.int8)),
+                                                       Const(f32([0.1, 0.2, 0.3])), Const(np.int8([1, -2, 0]))],
+                                  {"axis": 1}),
 }
 N_OUTPUTS = {"Split-num-outputs": 3, "Split-sizes": 2, "Dropout-mask": 2}
 OPSETS = {"Gelu-tanh": 20}

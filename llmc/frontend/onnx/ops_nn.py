@@ -1,10 +1,12 @@
-"""Converters for layers: convolution, pooling, normalizations, Gemm/MatMul, Dropout."""
+"""Converters for layers: convolution, pooling, normalizations, Gemm/MatMul, Dropout, (de)quantization."""
 
 from __future__ import annotations
 
 import numpy as np
+from onnx import TensorProto
 
 from llmc.frontend.onnx.context import NodeCx, converter
+from llmc.frontend.onnx.reader import dtype_of
 from llmc.ir import shapes as S
 
 
@@ -142,3 +144,19 @@ def _identity(cx: NodeCx):
 def _softmax(cx: NodeCx):
     return cx.call("softmax" if cx.op_type == "Softmax" else "log_softmax", cx.value(0), axis=cx.attr("axis", -1))
 
+
+
+@converter("QuantizeLinear")
+def _quantize(cx: NodeCx):
+    """Per-tensor, per-axis or blocked; the zero point's dtype (default uint8) is the output's."""
+    zero_point = [cx.value(2)] if cx.has(2) else []
+    if zero_point:
+        dtype = zero_point[0].type.dtype
+    else:
+        dtype = dtype_of(cx.attr("output_dtype", 0) or TensorProto.UINT8, f"QuantizeLinear output of {cx.meta.origin}")
+    return cx.call("quantize", cx.value(0), cx.value(1), *zero_point, axis=cx.attr("axis", 1), dtype=dtype)
+
+
+@converter("DequantizeLinear")
+def _dequantize(cx: NodeCx):
+    return cx.call("dequantize", *cx.values(), axis=cx.attr("axis", 1))
