@@ -34,11 +34,16 @@ _DTYPES = {
 
 @dataclass
 class OnnxSource:
-    """A parsed, checked model at opset >= 13, with the folder its external data lives in."""
+    """A parsed, checked model at opset >= 13, and the file it came from (None for a proto)."""
 
     model: onnx.ModelProto
-    folder: Path | None
+    path: Path | None
     label: str
+
+    @property
+    def folder(self) -> Path | None:
+        """Where its external data must live."""
+        return self.path.parent if self.path else None
 
 
 def dtype_of(elem_type: int, what: str) -> DType:
@@ -59,10 +64,10 @@ def read_model(model: str | os.PathLike | onnx.ModelProto) -> OnnxSource:
         source = OnnxSource(model, None, f"ONNX model {model.graph.name or '(unnamed)'}")
     else:
         path = Path(model)
-        source = OnnxSource(_parse(path), path.resolve().parent, str(path))
+        source = OnnxSource(_parse(path), path.resolve(), str(path))
     for tensor in _external_tensors(source.model.graph):
         _external_file(tensor, source)
-    _check(source, model)
+    _check(source)
     source.model = _upgraded(source)
     if source.model.functions:
         source.model = onnx.inliner.inline_local_functions(source.model)
@@ -81,10 +86,10 @@ def _parse(path: Path) -> onnx.ModelProto:
         ) from None
 
 
-def _check(source: OnnxSource, given) -> None:
-    # From a file, the checker must read the file: it resolves external data against the
-    # current directory when handed a proto.
-    target = source.model if isinstance(given, onnx.ModelProto) else os.fspath(given)
+def _check(source: OnnxSource) -> None:
+    # From a file, the checker must read the file: handed a proto, it resolves external data
+    # against the current directory.
+    target = source.model if source.path is None else os.fspath(source.path)
     try:
         onnx.checker.check_model(target)
     except (onnx.checker.ValidationError, ValueError) as e:
