@@ -1,0 +1,153 @@
+"""What every op lowering reads and writes: the Relax block builder, symbolic dims, dtypes, names.
+
+A ``LowerContext`` is handed to each lowering function together with the node being lowered.
+It converts llmc's dims (ints and sympy expressions) into TIR expressions over one ``tirx.Var``
+per symbol, maps llmc dtypes to TVM dtypes (applying the target's float dtype), and emits
+Relax bindings whose names identify the node they came from (``n12``, ``n12_1``, ...), which
+is how kernels are traced back to IR nodes after TVM has fused them (see ``origins``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import sympy
+from tvm import relax, tirx
+
+from llmc.errors import TargetError
+from llmc.ir import shapes as S
+from llmc.ir.dtypes import DType
+from llmc.ir.graph import Node
+from llmc.ir.types import TensorType
+
+TVM_DTYPES = {
+    DType.f32: "float32", DType.f16: "float16", DType.bf16: "bfloat16", DType.f64: "float64",
+    DType.i64: "int64", DType.i32: "int32", DType.i8: "int8", DType.u8: "uint8",
+    DType.i4: "int8", DType.u4: "uint8", DType.bool: "bool", DType.f8e4m3: "float8_e4m3fn",
+}
+
+
+@dataclass(frozen=True)
+class LowerOptions:
+    """How the graph is lowered.
+
+    float_dtype: every f32 tensor (inputs, weights, intermediates) becomes this dtype
+                 (cuda ``--dtype float16``); None keeps the graph's dtypes.
+    pack_weights: lay constant ``linear`` weights out as panels of this many output features
+                 ([out/p, in, p], transformed once at load time); 0 keeps torch's [out, in].
+    """
+
+    float_dtype: DType | None = None
+    pack_weights: int = 0
+
+    def dtype(self, dtype: DType) -> DType:
+        return self.float_dtype if (self.float_dtype is not None and dtype == DType.f32) else dtype
+
+
+def node_tag(index: int) -> str:
+    """The binding name prefix of the ``index``-th lowered node."""
+    return f"n{index}"
+
+
+class LowerContext:
+    """State shared by the lowering functions while one graph is lowered into one Relax function."""
+
+    def __init__(self, bb: relax.BlockBuilder, options: LowerOptions, symbols: dict[str, tirx.Var]):
+        self.bb = bb
+        self.options = options
+        self.symbols = symbols
+        self.consts: dict[str, relax.Expr] = {}  # weights-file key -> parameter or inlined constant
+        self._tag = "v"
+        self._count = 0
+
+    # -- naming -----------------------------------------------------------------------------
+
+    def begin_node(self, tag: str) -> None:
+        """Name the bindings emitted from now on ``tag``, ``tag_1``, ``tag_2``, ..."""
+        self._tag = tag
+        self._count = 0
+
+    @property
+    def current_tag(self) -> str:
+        return self._tag
+
+    def _name(self) -> str:
+        name = self._tag if self._count == 0 else f"{self._tag}_{self._count}"
+        self._count += 1
+        return name
+
+    def emit(self, expr: relax.Expr) -> relax.Var:
+        """Bind ``expr`` under the current node's name."""
+        return self.bb.emit(expr, name_hint=self._name())
+
+    def emit_te(self, fn: Callable, *args, name: str, **kwargs) -> relax.Var:
+        """Emit a TE compute as a TIR kernel called from the Relax function."""
+        return self.bb.emit_te(fn, *args, primfunc_name_hint=name, name_hint=self._name(), **kwargs)
+
+    # -- types ------------------------------------------------------------------------------
+
+    def dtype(self, dtype: DType) -> str:
+        """The TVM dtype that stores llmc ``dtype`` in this lowering."""
+        return TVM_DTYPES[self.options.dtype(dtype)]
+
+    def dim(self, d: S.Dim) -> tirx.PrimExpr:
+        return prim_expr(d, self.symbols)
+
+    def shape(self, dims: Sequence[S.Dim]) -> list[tirx.PrimExpr]:
+        return [self.dim(d) for d in dims]
+
+    def struct(self, t: TensorType) -> relax.TensorType:
+        return relax.TensorType(self.shape(t.shape), self.dtype(t.dtype))
+
+    def out_type(self, node: Node, index: int = 0) -> TensorType:
+        t = node.outputs[index].type
+        return t.with_dtype(self.options.dtype(t.dtype))
+
+    def const(self, value, dtype: DType) -> relax.Constant:
+        return relax.const(np.asarray(value, dtype=self.options.dtype(dtype).np), self.dtype(dtype))
+
+
+def prim_expr(d: S.Dim, symbols: dict[str, tirx.Var]) -> tirx.PrimExpr:
+    """A TIR int64 expression for an llmc dim: ints, symbols, +, *, exact division, floor, ceiling."""
+    if isinstance(d, int):
+        return tirx.IntImm("int64", d)
+    e = sympy.sympify(d)
+    if e.is_Integer:
+        return tirx.IntImm("int64", int(e))
+    if e.is_Symbol:
+        name = str(e)
+        if name not in symbols:
+            raise TargetError(f"symbolic dim {name} is not a dimension of any model input",
+                              hint="give the model's inputs shapes that name every symbol directly")
+        return symbols[name]
+    if e.is_Add:
+        return _fold(lambda a, b: a + b, [prim_expr(a, symbols) for a in e.args])
+    if isinstance(e, (sympy.floor, sympy.ceiling)):
+        num, den = sympy.fraction(sympy.together(e.args[0]))
+        div = tirx.floordiv if isinstance(e, sympy.floor) else tirx.ceildiv
+        return div(prim_expr(num, symbols), prim_expr(den, symbols))
+    num, den = sympy.fraction(sympy.together(e))
+    if den != 1:
+        return tirx.floordiv(prim_expr(num, symbols), prim_expr(den, symbols))
+    if e.is_Mul:
+        return _fold(lambda a, b: a * b, [prim_expr(a, symbols) for a in e.args])
+    if e.is_Pow and e.exp.is_Integer and e.exp > 0:
+        return _fold(lambda a, b: a * b, [prim_expr(e.base, symbols)] * int(e.exp))
+    if isinstance(e, (sympy.Max, sympy.Min)):
+        pick = tirx.max if isinstance(e, sympy.Max) else tirx.min
+        return _fold(pick, [prim_expr(a, symbols) for a in e.args])
+    raise TargetError(f"cannot express the dimension {S.dim_str(d)} in TVM", hint="simplify the model's shape arithmetic")
+
+
+def _fold(fn, items):
+    out = items[0]
+    for item in items[1:]:
+        out = fn(out, item)
+    return out
+
+
+def as_f32(v: tirx.PrimExpr) -> tirx.PrimExpr:
+    """``v`` converted to float32 (TE kernels compute half types in float32, as the reference does)."""
+    return v if v.dtype == "float32" else tirx.Cast("float32", v)

@@ -1,0 +1,156 @@
+"""llmc Graph -> Relax ``main(inputs..., params...)``.
+
+The function takes the model's inputs, then its weights as parameters (attribute ``num_input``
+marks the boundary), and returns a tuple of the model's outputs. Symbolic dims become
+``tirx.Var``s, so one compiled module serves every size. Weights stay out of the module: each
+non-scalar constant, including those inside ``fused`` bodies, is a parameter named by its key
+in the artifact's ``weights.safetensors`` (``llmc.ir.serialize``'s keys: the constant's name,
+``node/name`` inside a fused body); scalars are inlined as Relax constants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy
+from tvm import ir, relax, tirx
+
+from llmc.codegen.tvm.context import LowerContext, LowerOptions, node_tag
+from llmc.codegen.tvm.registry import lowering
+from llmc.errors import TargetError, UnsupportedOpError
+from llmc.ir import shapes as S
+from llmc.ir.graph import Graph, Node, Value
+from llmc.ir.types import TensorType
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A tensor at the boundary of the compiled module: its name, TVM dtype and shape (symbols as text)."""
+
+    name: str
+    dtype: str
+    shape: tuple
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+@dataclass
+class Lowered:
+    """The Relax module and what its callers need to know about it."""
+
+    mod: ir.IRModule
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    params: list[TensorSpec]           # in parameter order; ``name`` is the weights-file key
+    origins: dict[str, str] = field(default_factory=dict)  # binding tag -> node origin
+
+
+def check_lowerable(graph: Graph) -> None:
+    """Raise ``UnsupportedOpError`` listing every op (with origins) that has no TVM lowering."""
+    missing: dict[str, list[str]] = {}
+    for node in _all_nodes(graph):
+        if lowering(node.op) is None:
+            missing.setdefault(node.op, []).append(node.meta.origin or node.name)
+    if missing:
+        raise UnsupportedOpError(missing, source="TVM lowering")
+
+
+def lower_graph(graph: Graph, options: LowerOptions) -> Lowered:
+    """Lower ``graph`` into an IRModule whose ``main`` computes it (see the module docstring)."""
+    check_lowerable(graph)
+    symbols = _symbols(graph)
+    bb = relax.BlockBuilder()
+    ctx = LowerContext(bb, options, symbols)
+    inputs = [relax.Var(_ident(v.name), ctx.struct(v.type)) for v in graph.inputs]
+    consts = _constants(graph)
+    param_values = [(key, v) for key, v in consts.items() if not _is_scalar(v)]
+    params = [relax.Var(_ident(key), ctx.struct(v.type)) for key, v in param_values]
+    ctx.consts = {key: var for (key, _), var in zip(param_values, params)}
+    ctx.consts.update({key: ctx.const(v.const.numpy(), v.type.dtype) for key, v in consts.items() if _is_scalar(v)})
+    origins: dict[str, str] = {}
+    with bb.function("main", [*inputs, *params], attrs={"num_input": len(inputs)}):
+        with bb.dataflow():
+            env = {id(v): var for v, var in zip(graph.inputs, inputs)}
+            outs = emit_nodes(ctx, graph, env, prefix="", origins=origins)
+            result = bb.emit_output(relax.Tuple(outs))
+        bb.emit_func_output(result)
+    return Lowered(
+        mod=bb.get(),
+        inputs=[_spec(ctx, v.name, v.type) for v in graph.inputs],
+        outputs=[_spec(ctx, v.name, v.type) for v in graph.outputs],
+        params=[_spec(ctx, key, v.type) for key, v in param_values],
+        origins=origins,
+    )
+
+
+def emit_nodes(ctx: LowerContext, graph: Graph, env: dict[int, relax.Expr], *, prefix: str,
+               origins: dict[str, str], tag: str | None = None) -> list[relax.Expr]:
+    """Emit every node of ``graph`` into the current dataflow block; returns the graph's outputs.
+
+    ``env`` maps ids of already-bound values (the graph's inputs) to Relax values; constants are
+    looked up in ``ctx.consts`` under ``prefix + name``. Bindings are named after each node
+    (``n<index>``) unless ``tag`` names them all (the body of a fused node).
+    """
+    for node in graph.nodes:
+        node_name = tag or node_tag(len(origins))
+        origins.setdefault(node_name, node.meta.origin or node.name)
+        ctx.begin_node(node_name)
+        args = [_value(ctx, env, v, prefix) for v in node.inputs]
+        result = lowering(node.op)(ctx, node, args)
+        results = list(result) if isinstance(result, (list, tuple)) else [result]
+        if len(results) != len(node.outputs):
+            raise TargetError(f"the TVM lowering of {node.op} gave {len(results)} values for {len(node.outputs)} outputs",
+                              where=node.where)
+        for value, expr in zip(node.outputs, results):
+            env[id(value)] = expr if isinstance(expr, relax.Var) else ctx.emit(expr)
+    return [_value(ctx, env, v, prefix) for v in graph.outputs]
+
+
+def body_constants(graph: Graph, prefix: str) -> dict[str, Value]:
+    """Constants of ``graph`` and of the fused bodies inside it, keyed as ``llmc.ir.serialize`` keys them."""
+    out = {prefix + name: v for name, v in graph.constants.items()}
+    for node in graph.nodes:
+        if node.op == "fused":
+            out.update(body_constants(node.attrs["body"], f"{prefix}{node.name}/"))
+    return out
+
+
+def _constants(graph: Graph) -> dict[str, Value]:
+    return body_constants(graph, "")
+
+
+def _value(ctx: LowerContext, env: dict, v: Value, prefix: str) -> relax.Expr:
+    if v.is_const:
+        return ctx.consts[prefix + v.name]
+    return env[id(v)]
+
+
+def _is_scalar(v: Value) -> bool:
+    return v.type.numel == 1
+
+
+def _all_nodes(graph: Graph):
+    for node in graph.nodes:
+        yield node
+        if node.op == "fused":
+            yield from _all_nodes(node.attrs["body"])
+
+
+def _symbols(graph: Graph) -> dict[str, tirx.Var]:
+    """One int64 TIR variable per symbol that is a whole dimension of some input."""
+    out: dict[str, tirx.Var] = {}
+    for v in graph.inputs:
+        for d in v.type.shape:
+            if isinstance(d, sympy.Symbol):
+                out.setdefault(str(d), tirx.Var(str(d), "int64"))
+    return out
+
+
+def _spec(ctx: LowerContext, name: str, t: TensorType) -> TensorSpec:
+    return TensorSpec(name, ctx.dtype(t.dtype), tuple(S.to_json(d) for d in t.shape))
+
+
+def _ident(name: str) -> str:
+    text = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+    return text if text and not text[0].isdigit() else f"v_{text}"

@@ -1,0 +1,78 @@
+"""Elementwise ops: unary math and activations, broadcasting binary ops, where, cast, clip.
+
+All of them map onto Relax ops whose legalization matches llmc's reference (numpy broadcasting;
+integer division and remainder truncate toward zero, as C does).
+"""
+
+from __future__ import annotations
+
+import math
+
+from tvm.relax import op as R
+
+from llmc.codegen.tvm.registry import lowers
+from llmc.ir.dtypes import DType
+
+UNARY = {
+    "neg": R.negative, "abs": R.abs, "exp": R.exp, "log": R.log, "sqrt": R.sqrt, "rsqrt": R.rsqrt,
+    "tanh": R.tanh, "sigmoid": R.sigmoid, "relu": R.nn.relu, "silu": R.nn.silu, "erf": R.erf,
+    "sin": R.sin, "cos": R.cos, "floor": R.floor, "ceil": R.ceil, "not": R.logical_not,
+}
+
+BINARY = {
+    "add": R.add, "sub": R.subtract, "mul": R.multiply, "div": R.divide, "pow": R.power,
+    "maximum": R.maximum, "minimum": R.minimum, "mod": R.mod, "equal": R.equal, "less": R.less,
+    "less_equal": R.less_equal, "greater": R.greater, "greater_equal": R.greater_equal,
+    "and": R.logical_and, "or": R.logical_or,
+}
+
+
+@lowers(*UNARY)
+def unary(ctx, node, args):
+    return UNARY[node.op](args[0])
+
+
+@lowers(*BINARY)
+def binary(ctx, node, args):
+    return BINARY[node.op](*args)
+
+
+@lowers("reciprocal")
+def reciprocal(ctx, node, args):
+    return R.divide(ctx.const(1, node.inputs[0].type.dtype), args[0])
+
+
+@lowers("gelu")
+def gelu(ctx, node, args):
+    return R.nn.gelu_tanh(args[0]) if node.attrs["approximate"] == "tanh" else R.nn.gelu(args[0])
+
+
+@lowers("leaky_relu")
+def leaky_relu(ctx, node, args):
+    return R.nn.leakyrelu(args[0], node.attrs["alpha"])
+
+
+@lowers("clip")
+def clip(ctx, node, args):
+    """max(min(x, hi), lo); an infinite bound is no bound, integer bounds truncate like the reference."""
+    x, dtype = args[0], node.inputs[0].type.dtype
+    for key, fn in (("max", R.minimum), ("min", R.maximum)):
+        bound = node.attrs[key]
+        if math.isinf(bound):
+            continue
+        x = fn(x, ctx.const(bound if dtype.is_float else math.trunc(bound), dtype))
+    return x
+
+
+@lowers("cast")
+def cast(ctx, node, args):
+    """Conversion; to bool means "is non-zero" (a plain truncating conversion would map 0.5 to False)."""
+    src, dst = node.inputs[0].type.dtype, node.attrs["dtype"]
+    if dst == DType.bool and src != DType.bool:
+        return R.not_equal(args[0], ctx.const(0, src))
+    return R.astype(args[0], ctx.dtype(dst))
+
+
+@lowers("where")
+def where(ctx, node, args):
+    return R.where(*args)

@@ -1,0 +1,91 @@
+"""``matmul`` and ``linear``.
+
+By default ``matmul`` is Relax ``matmul`` and ``linear`` a TE "NT" product
+``y[..., n] = sum_k x[..., k] * W[n, k]`` (the form dlight's Matmul/GEMV rules take, with no
+transposed copy of W). When the lowering packs weights
+(``LowerOptions.pack_weights = P``, the cpu target), a constant 2-D weight is re-laid out as
+panels ``Wp[n // P, k, n % P]`` (zero-padded) by a Relax ``layout_transform`` that TVM lifts
+into the load-time parameter transform, and the product is a TE kernel reading the panels, so
+the schedule's innermost loop runs over P contiguous output features.
+"""
+
+from __future__ import annotations
+
+from tvm import te
+from tvm.relax import op as R
+
+from llmc.codegen.tvm.registry import lowers
+
+
+@lowers("matmul")
+def matmul(ctx, node, args):
+    a, b = node.inputs
+    if _packable(ctx, a.type, b):
+        packed = ctx.emit(R.layout_transform(args[1], _panels_of_kn(ctx.options.pack_weights), pad_value=0))
+        return _packed_dense(ctx, args[0], a.type, packed, b.type.shape[1])
+    return R.matmul(args[0], args[1])
+
+
+@lowers("linear")
+def linear(ctx, node, args):
+    x, w = node.inputs[0], node.inputs[1]
+    bias = args[2] if len(args) == 3 else None
+    if _packable(ctx, x.type, w):
+        packed = ctx.emit(R.layout_transform(args[1], _panels_of_nk(ctx.options.pack_weights), pad_value=0))
+        return _packed_dense(ctx, args[0], x.type, packed, w.type.shape[0], bias)
+    y = nt_matmul(ctx, args[0], args[1])
+    return y if bias is None else R.add(y, bias)
+
+
+def nt_matmul(ctx, a, b):
+    """out[..., i, n] = sum_k a[..., i, k] * b[..., n, k]; b's batch dims (if any) match a's."""
+
+    def compute(a, b):
+        k = te.reduce_axis((0, a.shape[-1]), name="k")
+        b_batch = len(b.shape) - 2
+
+        def body(*i):
+            rows = len(i) - 2  # a's batch dims; b's are its trailing b_batch ones
+            return te.sum(a[(*i[:-1], k)] * b[(*i[rows - b_batch:rows], i[-1], k)], axis=k)
+
+        return te.compute([*a.shape[:-1], b.shape[-2]], body, name="NT_matmul")
+
+    return ctx.emit_te(compute, a, b, name="NT_matmul")
+
+
+def _packable(ctx, x_type, weight) -> bool:
+    return bool(ctx.options.pack_weights) and weight.is_const and weight.type.rank == 2 and x_type.rank >= 2
+
+
+def _panels_of_nk(p: int):
+    return lambda n, k: (n // p, k, n % p)
+
+
+def _panels_of_kn(p: int):
+    return lambda k, n: (n // p, k, n % p)
+
+
+def _packed_dense(ctx, x, x_type, packed, n: int, bias=None):
+    """y = x @ W (+ b) from panels: y3[..., i, jo, ji] = sum_k x[..., i, k] * Wp[jo, k, ji] (+ bp[jo, ji]).
+
+    Written as an einsum (every index a plain loop variable) so schedules can pad and tile it,
+    with the bias (re-laid out as panels too) as its epilogue; the reshape back to [..., n] is a
+    free view, and a slice drops the zero padding of the last panel.
+    """
+    p = ctx.options.pack_weights
+    panels = -(-n // p)
+
+    def compute(x, wp, *bp):
+        k = te.reduce_axis((0, x.shape[-1]), name="k")
+        shape = [*x.shape[:-1], panels, p]
+        y = te.compute(shape, lambda *i: te.sum(x[(*i[:-2], k)] * wp[i[-2], k, i[-1]], axis=k), name="dense")
+        if not bp:
+            return y
+        return te.compute(shape, lambda *i: y[i] + bp[0][i[-2], i[-1]], name="bias_add")
+
+    extra = [] if bias is None else [ctx.emit(R.layout_transform(bias, lambda j: (j // p, j % p), pad_value=0))]
+    y3 = ctx.emit_te(compute, x, packed, *extra, name="dense_packed")
+    y = R.reshape(y3, [*ctx.shape(x_type.shape[:-1]), panels * p])
+    if panels * p == n:
+        return y
+    return R.strided_slice(ctx.emit(y), axes=[x_type.rank - 1], begin=[0], end=[n])

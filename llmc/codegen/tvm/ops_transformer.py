@@ -1,0 +1,92 @@
+"""The ops LLMs are written in: embedding, rotary position embedding, attention.
+
+``attention`` is built from Relax ops so each piece gets the targets' matmul/softmax schedules:
+grouped-query heads need no copies of K/V, because query heads ``h = kv * G + g`` reshape to
+``[B, Hkv, G * S, D]`` and meet their KV head in one batched matmul. The causal mask is a TE
+kernel comparing key position ``t`` with the query's absolute position ``s + (T - S)`` (so a KV
+cache of ``T - S`` past tokens works); TVM fuses it into the score matmul's epilogue.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tvm import te, tirx
+from tvm.relax import op as R
+
+from llmc.codegen.tvm.context import as_f32
+from llmc.codegen.tvm.ops_linalg import nt_matmul
+from llmc.codegen.tvm.registry import lowers
+from llmc.ir.dtypes import DType
+
+
+@lowers("embedding")
+def embedding(ctx, node, args):
+    return R.take(args[0], args[1], 0, mode="wrap")
+
+
+@lowers("rope")
+def rope(ctx, node, args):
+    """x * cos + rotate(x) * sin, in float32, with cos/sin broadcast to x (numpy rules)."""
+    interleaved = node.attrs["interleaved"]
+    out_shape = ctx.shape(node.outputs[0].type.shape)
+    rank = len(out_shape)
+    dtype = ctx.dtype(node.inputs[0].type.dtype)
+    input_shapes = [v.type.shape for v in node.inputs]
+
+    def compute(x, cos, sin):
+        def at(t, t_shape, i):
+            offset = rank - len(t_shape)
+            return t[tuple(0 if d == 1 else i[offset + a] for a, d in enumerate(t_shape))]
+
+        def body(*i):
+            d, half = i[-1], x.shape[-1] // 2
+            if interleaved:
+                partner, sign = tirx.if_then_else(d % 2 == 0, d + 1, d - 1), tirx.if_then_else(d % 2 == 0, -1.0, 1.0)
+            else:
+                partner, sign = tirx.if_then_else(d < half, d + half, d - half), tirx.if_then_else(d < half, -1.0, 1.0)
+            xi = at(x, input_shapes[0], i)
+            xr = at(x, input_shapes[0], (*i[:-1], partner))
+            y = (as_f32(xi) * as_f32(at(cos, input_shapes[1], i))
+                 + tirx.Cast("float32", sign) * as_f32(xr) * as_f32(at(sin, input_shapes[2], i)))
+            return tirx.Cast(dtype, y)
+
+        return te.compute(out_shape, body, name="rope")
+
+    return ctx.emit_te(compute, *args, name="rope")
+
+
+@lowers("attention")
+def attention(ctx, node, args):
+    q_t, k_t, v_t = (v.type for v in node.inputs[:3])
+    b, hq, s, d = q_t.shape
+    hkv, t, dv = k_t.shape[1], k_t.shape[2], v_t.shape[3]
+    group = hq // hkv
+    q, k, v = args[:3]
+    dtype = q_t.dtype
+    scale = node.attrs["scale"] or 1.0 / math.sqrt(d)
+
+    q_grouped = ctx.emit(R.reshape(q, ctx.shape([b, hkv, group * s, d])))
+    scores = nt_matmul(ctx, q_grouped, k)
+    scores = ctx.emit(R.reshape(ctx.emit(R.multiply(scores, ctx.const(scale, dtype))), ctx.shape([b, hq, s, t])))
+    if len(args) == 4:
+        scores = ctx.emit(_apply_mask(ctx, scores, args[3], node.inputs[3].type.dtype, dtype))
+    if node.attrs["causal"]:
+        scores = ctx.emit_te(_causal, scores, name="causal_mask")
+    probs = ctx.emit(R.reshape(ctx.emit(R.nn.softmax(scores, -1)), ctx.shape([b, hkv, group * s, t])))
+    out = ctx.emit(R.matmul(probs, v))
+    return R.reshape(out, ctx.shape([b, hq, s, dv]))
+
+
+def _apply_mask(ctx, scores, mask, mask_dtype: DType, dtype: DType):
+    if mask_dtype == DType.bool:
+        return R.where(mask, scores, ctx.const(-math.inf, dtype))
+    return R.add(scores, mask)
+
+
+def _causal(scores):
+    """Scores with key t hidden from query s when t > s + (T - S)."""
+    s_len, t_len = scores.shape[2], scores.shape[3]
+    neg_inf = tirx.const(-math.inf, scores.dtype)
+    return te.compute(scores.shape, lambda b, h, i, j: tirx.if_then_else(
+        j <= i + (t_len - s_len), scores[b, h, i, j], neg_inf), name="causal_mask")

@@ -1,0 +1,254 @@
+"""CPU schedules: ordered rules (dlight ``ScheduleRule``s) that return None when they don't apply.
+
+    Dense            one multiply-accumulate block (matmul, packed linear, batched attention
+                     products) and elementwise producers/epilogues: rows padded to the register
+                     tile, output tiled MR x NR with NR-wide vector accumulators kept in registers
+                     over the whole reduction, output panels in parallel, epilogue fused into
+                     the write-back.
+    dlight Reduction softmax, layer norm, rms norm and other reduce-then-map kernels.
+    RowReduction     a lone reduction (reduce_sum, pooling, convolution, ...): parallel over
+                     the output, reduction loops innermost.
+    Elementwise      everything injective: producers inlined, parallel outer loop, vector inner.
+
+The accumulator tile is a ``global``-scope cache: this TVM allocates ``local`` buffers inside
+parallel loops through ``TVMBackendAllocWorkspace`` and LLVM then keeps the tile in memory,
+while the ``global`` tile (compacted to MR x NR) is promoted to registers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import tvm
+from tvm import s_tir, tirx
+from tvm.s_tir import dlight as dl
+from tvm.s_tir.dlight.analysis import normalize_prim_func
+from tvm.s_tir.dlight.analysis.common_analysis import collect_block_iter_vars_used_in_access_region
+from tvm.target.codegen import llvm_get_vector_width
+
+MR = 4                 # rows of the register tile
+PANEL_VECTORS = 4      # vectors per output panel (NR = PANEL_VECTORS * lanes)
+MIN_PARALLEL_WORK = 4096  # elements; smaller kernels run on one thread
+
+
+def lanes(target, dtype_bits: int = 32) -> int:
+    width = llvm_get_vector_width(target)
+    return max((width if width > 0 else 128) // dtype_bits, 4)
+
+
+def panel_width(target) -> int:
+    """Output features per weight panel: the register tile's width (64 floats with AVX-512)."""
+    return PANEL_VECTORS * lanes(target)
+
+
+def _extent(sch, loop) -> int | tirx.PrimExpr:
+    e = sch.get(loop).extent
+    return int(e) if isinstance(e, tirx.IntImm) else e
+
+
+def _work(sch, loops) -> int | None:
+    total = 1
+    for loop in loops:
+        e = _extent(sch, loop)
+        if not isinstance(e, int):
+            return None
+        total *= e
+    return total
+
+
+def _parallel(sch, loops) -> None:
+    """Fuse ``loops`` and run them in parallel if there is enough work (or it is symbolic)."""
+    if not loops:
+        return
+    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+    work = _work(sch, [fused])
+    if work is None or work >= MIN_PARALLEL_WORK // 64:
+        sch.parallel(fused)
+
+
+def _inline_all(sch, keep) -> None:
+    """Inline every block but ``keep`` and the function's outputs into its neighbours."""
+    changed = True
+    while changed:
+        changed = False
+        for info in normalize_prim_func(sch) or []:
+            block = info.block_rv
+            if keep is not None and sch.get(block).name_hint == sch.get(keep).name_hint:
+                continue
+            if not sch.get_consumers(block) or not info.is_injective():
+                continue
+            try:
+                sch.compute_inline(block)
+                changed = True
+                break
+            except tvm.error.TVMError:
+                continue
+
+
+class Dense(dl.ScheduleRule):
+    """Register-tiled matrix product with fused epilogue (see module docstring).
+
+    Loop roles come from the operands: the last spatial loop is the vector (output feature)
+    loop; when the weight operand is also indexed by the loop before it, that loop walks
+    weight panels (llmc's packed linear) and the rows are the loop before that; otherwise the
+    loop before the vector loop is the rows and the vector loop is split into panels.
+    """
+
+    def apply(self, func, target, _tunable):
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        sch = s_tir.Schedule(func)
+        infos = normalize_prim_func(sch)
+        if infos is None:
+            return None
+        reductions = [b for b in infos if not b.is_injective()]
+        if len(reductions) != 1 or reductions[0].dom_kind().count("R") != 1 or not reductions[0].dom_kind().endswith("SR"):
+            return None
+        block = reductions[0].block_rv
+        _inline_all(sch, block)
+        if len([b for b in normalize_prim_func(sch) if not b.is_injective()]) != 1 or not _is_mac(sch.get(block)):
+            return None
+        vec = lanes(target, _bits(sch.get(block)))
+        loops = sch.get_loops(block)
+        spatial = len(loops) - 1
+        packed = spatial >= 2 and _weight_indexed_by_panel(sch.get(block))
+        n = _extent(sch, loops[spatial - 1])
+        nr = n if packed else _panel(n, vec)
+        if nr is None or (packed and not isinstance(n, int)):
+            return None
+        row = spatial - (3 if packed else 2)
+        mr = MR if row >= 0 and _extent(sch, loops[row]) != 1 else 1
+        pads = [1] * spatial + [1]
+        if mr > 1:
+            pads[row] = mr
+        if not packed and isinstance(n, int) and n % nr:
+            pads[spatial - 1] = nr
+        if any(p > 1 for p in pads):
+            try:
+                sch.pad_einsum(block, pads)
+            except tvm.error.TVMError:
+                return None
+        return _tile(sch, block, row if mr > 1 else None, mr, None if packed else nr, packed)
+
+
+def _tile(sch, block, row, mr, nr, packed):
+    """Tile ``block``: parallel (batch, panel, row-tile) x reduction x MR rows x vector loop."""
+    loops = sch.get_loops(block)
+    *spatial, k = loops
+    vector = spatial[-1]
+    if packed:
+        panel = spatial[-2]
+    else:
+        panel, vector = sch.split(vector, [None, nr])
+    rest = [l for idx, l in enumerate(spatial[: len(spatial) - (2 if packed else 1)]) if idx != row]
+    if row is not None:
+        row_outer, row_inner = sch.split(spatial[row], [None, mr])
+        sch.reorder(*rest, panel, row_outer, k, row_inner, vector)
+        outer = [*rest, panel, row_outer]
+    else:
+        sch.reorder(*rest, panel, k, vector)
+        outer, row_inner = [*rest, panel], None
+    acc = sch.cache_write(block, 0, "global")
+    _parallel(sch, outer)
+    inner = 3 if row_inner is not None else 2  # loops under the tile root: k, [rows], vector
+    sch.reverse_compute_at(acc, sch.get_loops(block)[-inner - 1])
+    for consumer in sch.get_consumers(acc):
+        try:
+            sch.reverse_compute_inline(consumer)
+        except tvm.error.TVMError:
+            pass
+    sch.vectorize(sch.get_loops(acc)[-1])
+    sch.vectorize(sch.get_loops(block)[-1])
+    if row_inner is not None:
+        sch.unroll(sch.get_loops(block)[-2])
+    sch.decompose_reduction(block, sch.get_loops(block)[-inner])
+    return sch
+
+
+def _weight_indexed_by_panel(block) -> bool:
+    """The operand read with the last spatial iter is also indexed by the one before it."""
+    spatial = [iv.var for iv in block.iter_vars if iv.iter_type == tirx.IterVar.DataPar]
+    reduce = [iv.var for iv in block.iter_vars if iv.iter_type == tirx.IterVar.CommReduce]
+    for read in block.reads:
+        used = collect_block_iter_vars_used_in_access_region(block, read.region)
+        if reduce[0] in used and spatial[-1] in used and read.source.same_as(block.writes[0].source) is False:
+            return spatial[-2] in used
+    return False
+
+
+class RowReduction(dl.ScheduleRule):
+    """One reduction block (after inlining): parallel over its leading spatial loops."""
+
+    def apply(self, func, target, _tunable):
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        sch = s_tir.Schedule(func)
+        infos = normalize_prim_func(sch)
+        if infos is None:
+            return None
+        _inline_all(sch, None)
+        infos = normalize_prim_func(sch)
+        if infos is None or len(infos) > 2 or infos[0].is_injective() or not infos[0].dom_kind().startswith("S"):
+            return None
+        block = infos[0].block_rv
+        loops = sch.get_loops(block)
+        leading = len(infos[0].dom_kind()) - len(infos[0].dom_kind().lstrip("S"))
+        _parallel(sch, loops[:leading])
+        if len(infos) == 2:
+            sch.reverse_compute_at(infos[1].block_rv, sch.get_loops(block)[0])
+        return sch
+
+
+class Elementwise(dl.ScheduleRule):
+    """Injective kernels: one loop nest, parallel outside, vectorized inside."""
+
+    def apply(self, func, target, _tunable):
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        sch = s_tir.Schedule(func)
+        infos = normalize_prim_func(sch)
+        if infos is None or not all(b.is_injective() for b in infos):
+            return None
+        _inline_all(sch, None)
+        for info in normalize_prim_func(sch) or []:
+            loops = sch.get_loops(info.block_rv)
+            if not loops:
+                continue
+            vec = lanes(target, _bits(sch.get(info.block_rv)))
+            inner = _extent(sch, loops[-1])
+            if isinstance(inner, int) and inner % vec == 0 and inner >= vec:
+                _, v = sch.split(loops[-1], [None, vec])
+                sch.vectorize(v)
+                loops = sch.get_loops(info.block_rv)[:-1]
+            _parallel(sch, loops[:-1] if len(loops) > 1 else loops)
+        return sch
+
+
+def cpu_schedule() -> tvm.transform.Pass:
+    """The CPU rules in order; kernels no rule takes stay as LLVM compiles them, serially."""
+    return dl.ApplyDefaultSchedule(Dense(), dl.cpu.Reduction(), RowReduction(), Elementwise())
+
+
+def _is_mac(block) -> bool:
+    """``C[...] = C[...] + A[...] * B[...]`` (possibly with casts)."""
+    value = block.body.value if hasattr(block.body, "value") else None
+    return isinstance(value, tirx.Add) and _strip_cast(value.b).__class__ is tirx.Mul
+
+
+def _strip_cast(e):
+    while isinstance(e, tirx.Cast):
+        e = e.value
+    return e
+
+
+def _bits(block) -> int:
+    return block.writes[0].source.dtype.bits if block.writes else 32
+
+
+def _panel(n, vec: int) -> int | None:
+    """The output tile width: PANEL_VECTORS vectors, narrower when the output is narrower."""
+    if not isinstance(n, int):
+        return PANEL_VECTORS * vec
+    if n >= PANEL_VECTORS * vec:
+        return PANEL_VECTORS * vec
+    return max(vec, math.ceil(n / vec) * vec) if n >= vec else None

@@ -1,0 +1,118 @@
+"""Run a cpu/cuda artifact with TVM's runtime only (works with ``TVM_USE_RUNTIME_LIB=1``).
+
+The payload is ``model.so`` (a Relax VM executable), ``tvm.json`` (its signature and where its
+weights are) and the weights (the artifact's ``weights.safetensors``, or ``params.safetensors``
+when the target cast them). Loading reads the weights, copies them to the device and runs the
+module's ``main_transform_params`` once (weight re-layouts); each ``run`` then calls ``main``.
+
+Inputs are numpy arrays or DLPack tensors (torch); with torch inputs the outputs are torch
+tensors sharing the runtime's memory (no copy), otherwise numpy arrays. This module imports
+nothing from TVM's compiler.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from llmc.errors import ArtifactError, InputError, ShapeError
+from llmc.ir import shapes as S
+from llmc.ir.tensor import read_safetensors
+
+SPEC = "tvm.json"
+LIBRARY = "model.so"
+
+
+class Session:
+    """A loaded artifact, ready to run repeatedly on one device."""
+
+    def __init__(self, artifact: Path, device_id: int = 0):
+        import tvm
+        from tvm.runtime.vm import VirtualMachine
+
+        artifact = Path(artifact)
+        spec_path = artifact / SPEC
+        if not spec_path.is_file():
+            raise ArtifactError(f"{artifact} has no {SPEC}", hint="compile the model with --target=cpu or --target=cuda")
+        self.spec = json.loads(spec_path.read_text())
+        self.device = tvm.cpu(device_id) if self.spec["device"] == "cpu" else tvm.cuda(device_id)
+        if not self.device.exist:
+            raise ArtifactError(f"this artifact needs a {self.spec['device']} device, and none is present",
+                                hint="run it on a machine with that device, or use `llmc run --reference`")
+        self.vm = VirtualMachine(tvm.runtime.load_module(str(artifact / LIBRARY)), self.device)
+        self.params = self._load_params(artifact)
+
+    def _load_params(self, artifact: Path) -> list:
+        import tvm
+
+        info = self.spec["params"]
+        weights = read_safetensors(artifact / info["file"])
+        missing = [k for k in info["keys"] if k not in weights]
+        if missing:
+            raise ArtifactError(f"{info['file']} lacks weights {missing[:3]}", hint="compile the artifact again")
+        params = [tvm.runtime.tensor(np.ascontiguousarray(weights[k].numpy()), self.device) for k in info["keys"]]
+        if self.spec["transform_params"]:
+            params = list(self.vm["main_transform_params"](params))
+        return params
+
+    def run(self, inputs: Mapping[str, object]) -> dict[str, object]:
+        """Outputs keyed by name; torch tensors if any input is one, numpy arrays otherwise."""
+        names = [t["name"] for t in self.spec["inputs"]]
+        if set(inputs) != set(names):
+            raise InputError(f"inputs do not match the model: missing {sorted(set(names) - set(inputs))}, "
+                             f"unexpected {sorted(set(inputs) - set(names))}", hint=f"the model's inputs are {names}")
+        torch_io = any(_is_torch(v) for v in inputs.values())
+        env: dict[str, int] = {}
+        args = [self._to_device(inputs[t["name"]], t, env) for t in self.spec["inputs"]]
+        outs = self.vm["main"](*args, *self.params)
+        return {t["name"]: _from_device(o, torch_io) for t, o in zip(self.spec["outputs"], outs)}
+
+    def _to_device(self, value, tensor: dict, env: dict[str, int]):
+        import tvm
+        import tvm_ffi
+
+        name, dtype = tensor["name"], tensor["dtype"]
+        shape = tuple(value.shape)
+        try:
+            S.bind(S.shape(tensor["shape"]), shape, env, what=f"input {name}")
+        except ShapeError as e:
+            raise InputError(e.what, hint="give inputs of the shape the model was compiled for") from None
+        if _is_torch(value):
+            value = value.to(_torch_dtype(dtype)).contiguous()
+            if self.spec["device"] == "cuda":
+                value = value.to(f"cuda:{self.device.index}")
+            return tvm_ffi.from_dlpack(value.cpu() if self.spec["device"] == "cpu" else value)
+        array, expected = np.asarray(value), np.dtype(_numpy_dtype(dtype))
+        if array.dtype != expected and not (array.dtype.kind == "f" and expected.kind in "fV"):
+            raise InputError(f"input {name} has dtype {array.dtype} but the model expects {dtype}",
+                             hint="convert the array before running (float inputs are converted to the compiled dtype)")
+        return tvm.runtime.tensor(np.ascontiguousarray(array.astype(expected, copy=False)), self.device)
+
+
+def _is_torch(value) -> bool:
+    return type(value).__module__.startswith("torch")
+
+
+def _numpy_dtype(dtype: str):
+    if dtype == "bfloat16":
+        import ml_dtypes
+
+        return ml_dtypes.bfloat16
+    return np.dtype(dtype)
+
+
+def _torch_dtype(dtype: str):
+    import torch
+
+    return getattr(torch, dtype)
+
+
+def _from_device(out, torch_io: bool):
+    if torch_io:
+        import torch
+
+        return torch.from_dlpack(out)
+    return out.numpy()

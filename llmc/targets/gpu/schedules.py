@@ -1,0 +1,77 @@
+"""GPU schedules: TVM's dlight rules in order, then llmc's last-resort rule.
+
+Order matters: the first rule that applies schedules the kernel. Matmul (tiled through shared
+memory; without tensor cores, see ``MatmulNoTensorCore``) before GEMV and LowBatchGEMV (decode-shaped products), the reduction family before
+RMSNorm and Transpose, and Fallback (one thread per element, reductions serial per thread) last.
+``SerialKernel`` catches the kernels Fallback refuses (several reductions in one kernel, as
+``fused`` IR nodes can hold): it runs the whole kernel in one thread; correct, slow, and
+reported in the manifest so a missing schedule is visible.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import s_tir, tirx
+from tvm.s_tir import dlight as dl
+
+from llmc.codegen.tvm.build import SERIAL_ATTR
+
+
+
+class SerialKernel(dl.ScheduleRule):
+    """Run the whole kernel in one GPU thread: every block computed under one unit loop."""
+
+    def apply(self, func, target, _tunable):
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "cuda":
+            return None
+        sch = s_tir.Schedule(func.with_attr(SERIAL_ATTR, True))
+        blocks = sch.get_child_blocks(sch.get_sblock("root"))
+        if not blocks:
+            return None
+        loops = sch.get_loops(blocks[-1])
+        unit = sch.add_unit_loop(loops[0] if loops else blocks[-1])
+        for block in reversed(blocks[:-1]):
+            sch.compute_at(block, unit, preserve_unit_loops=True)
+        bx, tx = sch.split(unit, [1, 1])
+        sch.bind(bx, "blockIdx.x")
+        sch.bind(tx, "threadIdx.x")
+        return sch
+
+
+class MatmulNoTensorCore(dl.ScheduleRule):
+    """dlight's Matmul without its tensor-core path, which it takes only for an arch >= sm_70:
+    in the PyPI TVM 0.27 build, tensorizing a float16 matmul crashes the process (a segfault
+    inside ``Tensorize``), and merely reaching that path imports TVM's tensor intrinsics, a
+    minute of work. So the rule sees the target without its arch and every matmul takes
+    dlight's CUDA-core tiling (shared-memory staging, vthreads, padded einsum)."""
+
+    def apply(self, func, target, tunable):
+        if not isinstance(func, tirx.PrimFunc):
+            return None
+        config = {k: v for k, v in target.export().items() if k not in ("arch", "host")}
+        return dl.gpu.Matmul().apply(func, tvm.target.Target(config), tunable)
+
+
+def gpu_rules() -> list[dl.ScheduleRule]:
+    return [
+        MatmulNoTensorCore(), dl.gpu.GEMV(), dl.gpu.LowBatchGEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
+        dl.gpu.RMSNorm(), dl.gpu.Transpose(), dl.gpu.Fallback(), SerialKernel(),
+    ]
+
+
+def gpu_schedule() -> tvm.transform.Pass:
+    """Schedule every kernel; a rule that raises on a kernel is skipped for the next one."""
+    return dl.ApplyDefaultSchedule(*[_Guarded(rule) for rule in gpu_rules()])
+
+
+class _Guarded(dl.ScheduleRule):
+    """A rule whose failure on a kernel means "does not apply" (dlight rules assert on odd kernels)."""
+
+    def __init__(self, rule: dl.ScheduleRule):
+        self.rule = rule
+
+    def apply(self, func, target, tunable):
+        try:
+            return self.rule.apply(func, target, tunable)
+        except (tvm.error.TVMError, AssertionError, ValueError, IndexError):
+            return None

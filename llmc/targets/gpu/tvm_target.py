@@ -1,0 +1,141 @@
+"""What the cpu and cuda targets share: check, lower through TVM, export, describe, run.
+
+Payload written into the artifact folder:
+
+    model.so            TVM Relax VM executable (host code, and for cuda the embedded fatbin)
+    tvm.json            runtime signature: inputs/outputs (TVM dtypes, symbolic shapes), weight
+                        keys in parameter order and the file holding them, device
+    params.safetensors  only when the target changed the weights' dtype (cuda --dtype float16):
+                        the weights as the module takes them; otherwise the artifact's own
+                        weights.safetensors is read at load time
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from llmc.codegen.target import Payload, Target
+from llmc.codegen.tvm.context import LowerOptions
+from llmc.codegen.tvm.lower import Lowered, body_constants, check_lowerable
+from llmc.codegen.tvm.registry import lowered_ops
+from llmc.ir.dtypes import DType
+from llmc.ir.graph import Graph
+from llmc.ir.tensor import Weight, write_safetensors
+from llmc.ir.types import TensorType
+from llmc.targets.gpu.runtime import LIBRARY, SPEC, Session
+
+WEIGHTS = "weights.safetensors"
+CAST_PARAMS = "params.safetensors"
+DTYPES = {"float32": DType.f32, "float16": DType.f16, "bfloat16": DType.bf16}
+
+
+class TvmTarget(Target):
+    """Base of the TVM targets. Subclasses define the TVM target, schedules, export and checks."""
+
+    device: ClassVar[str]
+
+    @property
+    def pipelines(self):
+        from llmc.passes import PIPELINES
+
+        return {level: list(PIPELINES[level]) for level in ("O0", "O1")}
+
+    def supported_ops(self) -> set[str]:
+        return lowered_ops()
+
+    def check(self, graph: Graph, options: Any) -> None:
+        """Refuse before compiling: options this target cannot honour, ops with no lowering."""
+        self.check_options(options)
+        check_lowerable(graph)
+
+    def check_options(self, options: Any) -> None:
+        raise NotImplementedError
+
+    def lower(self, graph: Graph, options: Any, out: Path) -> Payload:
+        from llmc.codegen.tvm.build import build
+        from llmc.codegen.tvm.lower import lower_graph
+
+        self.check(graph, options)
+        lower_options = self.lower_options(options)
+        lowered = lower_graph(graph, lower_options)
+        target = self.tvm_target(options)
+        built = build(lowered, target, self.schedule(options))
+        out = Path(out)
+        self.export(built.executable, out / LIBRARY, options)
+        params_file = _write_params(graph, lowered, lower_options, out)
+        spec = {
+            "format": 1, "device": self.device,
+            "inputs": [t.to_json() for t in lowered.inputs], "outputs": [t.to_json() for t in lowered.outputs],
+            "params": {"file": params_file, "keys": [t.name for t in lowered.params]},
+            "transform_params": built.has_transform,
+        }
+        (out / SPEC).write_text(json.dumps(spec, indent=1, sort_keys=True) + "\n")
+        files = [LIBRARY, SPEC] + ([CAST_PARAMS] if params_file == CAST_PARAMS else [])
+        facts = {
+            "tvm": _tvm_version(), "device": self.device, "dtype": options.dtype,
+            "kernels_per_call": len(built.calls), "load_time_kernels": len(built.load_calls),
+            "kernels": built.kernels, "unscheduled_kernels": built.unscheduled,
+            "params": {"file": params_file, "count": len(lowered.params)},
+            "device_code": self.device_code(out / LIBRARY, options, built),
+        }
+        return Payload(files=files, manifest=facts)
+
+    def can_run(self) -> bool:
+        try:
+            import tvm
+        except ImportError:
+            return False
+        return bool((tvm.cpu(0) if self.device == "cpu" else tvm.cuda(0)).exist)
+
+    def run(self, artifact: Path, inputs) -> dict[str, np.ndarray]:
+        return Session(artifact).run(inputs)
+
+    # -- what subclasses provide ------------------------------------------------------------
+
+    def lower_options(self, options: Any) -> LowerOptions:
+        dtype = DTYPES[options.dtype]
+        return LowerOptions(float_dtype=None if dtype == DType.f32 else dtype)
+
+    def tvm_target(self, options: Any):
+        raise NotImplementedError
+
+    def schedule(self, options: Any):
+        raise NotImplementedError
+
+    def export(self, executable, path: Path, options: Any) -> None:
+        executable.export_library(str(path))
+
+    def device_code(self, library: Path, options: Any, built) -> dict:
+        raise NotImplementedError
+
+
+class _CastWeight(Weight):
+    """A weight read as another dtype (cast one tensor at a time while writing)."""
+
+    def __init__(self, weight: Weight, dtype: DType):
+        self.weight = weight
+        self.type = TensorType(dtype, weight.type.shape)
+
+    def numpy(self) -> np.ndarray:
+        return np.asarray(self.weight.numpy()).astype(self.type.dtype.np)
+
+
+def _write_params(graph: Graph, lowered: Lowered, options: LowerOptions, out: Path) -> str:
+    """The file the runtime reads weights from; writes ``params.safetensors`` if dtypes changed."""
+    consts = body_constants(graph, "")
+    keys = [t.name for t in lowered.params]
+    if all(options.dtype(consts[k].type.dtype) == consts[k].type.dtype for k in keys):
+        return WEIGHTS
+    write_safetensors(out / CAST_PARAMS, {k: _CastWeight(consts[k].const, options.dtype(consts[k].type.dtype))
+                                          for k in keys})
+    return CAST_PARAMS
+
+
+def _tvm_version() -> str:
+    import tvm
+
+    return tvm.__version__
