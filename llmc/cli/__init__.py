@@ -7,7 +7,6 @@ traceback) or outputs that differ under ``run --compare-with``; 2 a usage error;
 from __future__ import annotations
 
 import argparse
-import sys
 import warnings
 
 from llmc.cli import args as A
@@ -64,6 +63,7 @@ def _shape_flags(p: argparse.ArgumentParser, *, dynamic: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from llmc.cli import show
     from llmc.errors import LLMCError
 
     try:
@@ -80,26 +80,21 @@ def main(argv: list[str] | None = None) -> int:
     except LLMCError as e:
         if debug:
             raise
-        print(f"error: {_one_line(e)}", file=sys.stderr)
+        show.error(_without_listing(e))
         return 1
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        show.error("interrupted")
         return 130
     except Exception as e:
         if debug:
             raise
-        print(f"error: unexpected {type(e).__name__}: {_flat(str(e))} (a bug in llmc: please report it with the "
-              "traceback from --debug)", file=sys.stderr)
+        show.error(f"unexpected {type(e).__name__}: {e} (a bug in llmc: please report it with the traceback from --debug)")
         return 1
 
 
-def _one_line(e) -> str:
-    """The error's what/where/hint on one line (a verify error's neighbourhood listing is dropped)."""
+def _without_listing(e) -> str:
+    """The error's text with only the first line of its ``where`` (a verify error lists the neighbourhood)."""
     text = str(e)
     if e.where and "\n" in e.where:
         text = text.replace(e.where, e.where.splitlines()[0])
-    return _flat(text)
-
-
-def _flat(text: str) -> str:
-    return " ".join(text.split())
+    return text

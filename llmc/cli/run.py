@@ -130,7 +130,7 @@ def compare(model: str, inputs: dict, outputs: dict, *, rtol: float) -> int:
         rows.append([name, f"{err:.3g}", "ok" if err <= rtol else f"differs (> {rtol:g})"])
     show.tables([Table(f"compared with {model} (max |a - b| / max |b|)", ["output", "relative error", ""], rows)])
     if worst > rtol:
-        show.stderr.print(f"error: outputs differ from {model}: relative error {worst:.3g} > {rtol:g}", markup=False)
+        show.error(f"outputs differ from {model}: relative error {worst:.3g} > {rtol:g}")
         return 1
     return 0
 

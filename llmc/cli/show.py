@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -30,8 +31,14 @@ def as_json(obj) -> None:
     stdout.out(json.dumps(obj, indent=1, sort_keys=True, default=str), highlight=False)
 
 
+def error(text: str) -> None:
+    """``error: <text>`` as one line on stderr."""
+    print(f"error: {' '.join(text.split())}", file=sys.stderr)
+
+
 def line(text: str) -> None:
-    stdout.print(Text(text))
+    """A line of plain text, never wrapped (paths stay whole for people and scripts)."""
+    stdout.print(Text(text), soft_wrap=True)
 
 
 @contextmanager
