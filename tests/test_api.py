@@ -55,6 +55,19 @@ def test_two_compiles_are_byte_identical(tmp_path):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
+def test_a_captured_example_compiles_byte_identically_and_reloads(tmp_path):
+    pytest.importorskip("torch")
+    arts = [llmc.compile("small-cnn", output=tmp_path / out) for out in ("a", "b")]
+    for name in sorted(p.name for p in (tmp_path / "a").iterdir()):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    fresh = arts[0].run({"x": x})
+    reloaded = llmc.load(tmp_path / "b").run({"x": x})
+    assert list(fresh) == list(reloaded)
+    for name in fresh:
+        np.testing.assert_array_equal(fresh[name], reloaded[name])
+
+
 def test_output_defaults_to_a_new_temporary_folder():
     art = llmc.compile(mlp_graph(), opt_level="0")
     assert (art.path / "manifest.json").is_file() and art.manifest["opt_level"] == "O0"

@@ -156,6 +156,13 @@ def test_llmc_errors_are_one_line_and_exit_1(tmp_path, capsys):
         main(["inspect", str(tmp_path / "missing.onnx"), "--debug"])
 
 
+def test_error_line_drops_a_verify_listing():
+    from llmc.cli import _without_listing
+
+    error = llmc.errors.VerifyError("output %y is mistyped", where="relu r\n  >> %y = relu(%x)", hint="rebuild it")
+    assert _without_listing(error) == "output %y is mistyped (at relu r). rebuild it"
+
+
 def test_run_rejects_unknown_inputs(readme_cli, tmp_path, capsys):
     artifact = readme_cli[0] / "out" / "tl-dyn"
     np.savez(tmp_path / "in.npz", tokens=np.zeros((1, 4), np.int64))
