@@ -38,7 +38,6 @@ def dim(value: int | str | sympy.Expr) -> Dim:
         names = {n: sym(n) for n in _identifiers(value)}
         value = sympy.sympify(value, locals=names)
     if isinstance(value, sympy.Expr):
-        value = sympy.simplify(value) if not value.is_Symbol else value
         if value.is_Integer:
             return int(value)
         return value
@@ -91,7 +90,8 @@ def shape_str(s: Shape) -> str:
 def same(a: Dim, b: Dim) -> bool:
     if isinstance(a, int) and isinstance(b, int):
         return a == b
-    return sympy.simplify(sympy.Integer(a) - b if isinstance(a, int) else a - b) == 0
+    diff = sympy.Integer(a) - b if isinstance(a, int) else a - b
+    return diff == 0 or (bool(diff.free_symbols) and sympy.simplify(diff) == 0)
 
 
 def evaluate(d: Dim, env: Mapping[str, int]) -> int:
