@@ -82,13 +82,21 @@ def layer_table(graph: Graph, env: Mapping[str, int]) -> list[dict]:
         row["nodes"] += 1
         cost = node.opdef.cost([concrete(v.type) for v in node.inputs], [concrete(v.type) for v in node.outputs],
                                substitute(node.attrs, concrete.env))
-        row["flops"] += round(float(cost.flops))
+        row["flops"] += _number(cost.flops, concrete.env)
         for v in node.inputs:
             if v.is_const and id(v) not in counted:
                 counted.add(id(v))
                 row["params"] += int(concrete(v.type).numel)
                 row["weight_bytes"] += int(concrete(v.type).nbytes())
     return sorted(rows.values(), key=lambda r: (r["layer"] is None, r["layer"] or 0))
+
+
+def _number(d, env: Mapping[str, int]) -> int:
+    """A cost as an int. Symbols can remain (a fused node's cost sums its body's own symbolic
+    types): they count at their size in ``env``, else 1. Float factors (``1.0*seq``) are rounded."""
+    if not hasattr(d, "free_symbols"):
+        return round(float(d))
+    return round(float(d.subs({S.sym(s): env.get(s, 1) for s in map(str, d.free_symbols)})))
 
 
 class _Concrete:

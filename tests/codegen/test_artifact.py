@@ -194,3 +194,19 @@ def test_foreign_folder_or_file_is_never_replaced(tmp_path):
     assert leftovers(tmp_path) == ["file", "mine"]
     (tmp_path / "empty").mkdir()
     check_output(tmp_path / "empty")  # an empty folder may be filled
+
+
+def test_flops_of_a_fused_node_equal_those_of_its_body():
+    from llmc.codegen.report import graph_facts
+
+    def chain(g, x):
+        return g.call("silu", g.call("gelu", x))
+
+    plain = Graph("plain")
+    plain.outputs = [chain(plain, plain.add_input("x", TensorType(DType.f32, (sym("seq"), 8))))]
+    body = Graph("body")
+    body.outputs = [chain(body, body.add_input("a", TensorType(DType.f32, (sym("seq"), 8))))]
+    fused = Graph("fused")
+    fused.outputs = [fused.call("fused", fused.add_input("x", TensorType(DType.f32, (sym("seq"), 8))), body=body)]
+    flops = [graph_facts(g, {"seq": 5})["flops"] for g in (plain, fused)]
+    assert flops[0] == flops[1] > 0
