@@ -48,6 +48,7 @@ def optimize(lowered: Lowered, target: tvm.target.Target) -> tuple[tvm.IRModule,
     mod = lowered.mod
     with target:
         mod = tvm.transform.Sequential([
+            relax.backend.DispatchSortScan(),  # cumsum and friends: TVM's per-target scan kernels
             relax.transform.LiftTransformParams(),
             relax.transform.LegalizeOps(),
             relax.transform.AnnotateTIROpPattern(),

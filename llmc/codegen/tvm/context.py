@@ -9,6 +9,7 @@ is how kernels are traced back to IR nodes after TVM has fused them (see ``origi
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -59,6 +60,8 @@ class LowerContext:
         self.options = options
         self.symbols = symbols
         self.consts: dict[str, relax.Expr] = {}  # weights-file key -> parameter or inlined constant
+        self.tags: dict[int, str] = {}            # id(node) -> binding-name prefix
+        self.fused: dict[int, tuple] = {}         # id(fused node) -> (Relax function, weight keys)
         self._tag = "v"
         self._count = 0
 
@@ -68,6 +71,12 @@ class LowerContext:
         """Name the bindings emitted from now on ``tag``, ``tag_1``, ``tag_2``, ..."""
         self._tag = tag
         self._count = 0
+
+    def derive(self, **option_changes) -> LowerContext:
+        """A context on the same builder and tables, with some lowering options changed."""
+        other = LowerContext(self.bb, dataclasses.replace(self.options, **option_changes), self.symbols)
+        other.consts, other.tags, other.fused = dict(self.consts), self.tags, self.fused
+        return other
 
     @property
     def current_tag(self) -> str:
@@ -148,6 +157,7 @@ def _fold(fn, items):
     return out
 
 
-def as_f32(v: tirx.PrimExpr) -> tirx.PrimExpr:
-    """``v`` converted to float32 (TE kernels compute half types in float32, as the reference does)."""
-    return v if v.dtype == "float32" else tirx.Cast("float32", v)
+def as_f32(v) -> tirx.PrimExpr:
+    """``v`` (a PrimExpr or a TE tensor element) as float32: TE kernels compute in float32, as the reference does."""
+    v = v.asobject() if hasattr(v, "asobject") else v
+    return v if str(v.ty) == "float32" else tirx.Cast("float32", v)

@@ -59,20 +59,21 @@ def check_lowerable(graph: Graph) -> None:
 def lower_graph(graph: Graph, options: LowerOptions) -> Lowered:
     """Lower ``graph`` into an IRModule whose ``main`` computes it (see the module docstring)."""
     check_lowerable(graph)
-    symbols = _symbols(graph)
     bb = relax.BlockBuilder()
-    ctx = LowerContext(bb, options, symbols)
+    ctx = LowerContext(bb, options, _symbols(graph))
     inputs = [relax.Var(_ident(v.name), ctx.struct(v.type)) for v in graph.inputs]
-    consts = _constants(graph)
+    consts = body_constants(graph, "")
     param_values = [(key, v) for key, v in consts.items() if not _is_scalar(v)]
     params = [relax.Var(_ident(key), ctx.struct(v.type)) for key, v in param_values]
     ctx.consts = {key: var for (key, _), var in zip(param_values, params)}
     ctx.consts.update({key: ctx.const(v.const.numpy(), v.type.dtype) for key, v in consts.items() if _is_scalar(v)})
-    origins: dict[str, str] = {}
+    ctx.tags = {id(node): node_tag(i) for i, node in enumerate(graph.nodes)}
+    origins = {ctx.tags[id(node)]: node.meta.origin or node.name for node in graph.nodes}
+    _build_fused_bodies(ctx, graph, prefix="")
     with bb.function("main", [*inputs, *params], attrs={"num_input": len(inputs)}):
         with bb.dataflow():
             env = {id(v): var for v, var in zip(graph.inputs, inputs)}
-            outs = emit_nodes(ctx, graph, env, prefix="", origins=origins)
+            outs = emit_nodes(ctx, graph, env, prefix="")
             result = bb.emit_output(relax.Tuple(outs))
         bb.emit_func_output(result)
     return Lowered(
@@ -85,17 +86,15 @@ def lower_graph(graph: Graph, options: LowerOptions) -> Lowered:
 
 
 def emit_nodes(ctx: LowerContext, graph: Graph, env: dict[int, relax.Expr], *, prefix: str,
-               origins: dict[str, str], tag: str | None = None) -> list[relax.Expr]:
+               tag: str | None = None) -> list[relax.Expr]:
     """Emit every node of ``graph`` into the current dataflow block; returns the graph's outputs.
 
     ``env`` maps ids of already-bound values (the graph's inputs) to Relax values; constants are
-    looked up in ``ctx.consts`` under ``prefix + name``. Bindings are named after each node
-    (``n<index>``) unless ``tag`` names them all (the body of a fused node).
+    looked up in ``ctx.consts`` under ``prefix + name``. Bindings are named after each node's
+    tag (``ctx.tags``), or all after ``tag`` (the body of a fused node).
     """
     for node in graph.nodes:
-        node_name = tag or node_tag(len(origins))
-        origins.setdefault(node_name, node.meta.origin or node.name)
-        ctx.begin_node(node_name)
+        ctx.begin_node(tag or ctx.tags[id(node)])
         args = [_value(ctx, env, v, prefix) for v in node.inputs]
         result = lowering(node.op)(ctx, node, args)
         results = list(result) if isinstance(result, (list, tuple)) else [result]
@@ -107,6 +106,32 @@ def emit_nodes(ctx: LowerContext, graph: Graph, env: dict[int, relax.Expr], *, p
     return [_value(ctx, env, v, prefix) for v in graph.outputs]
 
 
+def _build_fused_bodies(ctx: LowerContext, graph: Graph, prefix: str, tag: str | None = None) -> None:
+    """Add one ``Primitive`` Relax function per fused node (innermost first), before ``main``.
+
+    Each takes the body's inputs, then the body's weights; ``ctx.fused`` maps the node to the
+    function and those weight keys, for the ``fused`` lowering to call.
+    """
+    for node in graph.nodes:
+        if node.op != "fused":
+            continue
+        node_tag_ = tag or ctx.tags[id(node)]
+        body, body_prefix = node.attrs["body"], f"{prefix}{node.name}/"
+        _build_fused_bodies(ctx, body, body_prefix, node_tag_)
+        weights = [k for k in body_constants(body, body_prefix) if isinstance(ctx.consts[k], relax.Var)]
+        inner = ctx.derive(pack_weights=0)
+        params = [relax.Var(f"x{i}", ctx.struct(v.type)) for i, v in enumerate(body.inputs)]
+        params += [relax.Var(f"w{i}", ctx.consts[k].ty) for i, k in enumerate(weights)]
+        inner.consts.update(zip(weights, params[len(body.inputs):]))
+        with ctx.bb.function(f"fused_{node_tag_}", params, attrs={"Primitive": True}, private=True):
+            with ctx.bb.dataflow():
+                env = {id(v): p for v, p in zip(body.inputs, params)}
+                outs = emit_nodes(inner, body, env, prefix=body_prefix, tag=node_tag_)
+                result = ctx.bb.emit_output(outs[0] if len(outs) == 1 else relax.Tuple(outs))
+            gvar = ctx.bb.emit_func_output(result)
+        ctx.fused[id(node)] = (gvar, weights)
+
+
 def body_constants(graph: Graph, prefix: str) -> dict[str, Value]:
     """Constants of ``graph`` and of the fused bodies inside it, keyed as ``llmc.ir.serialize`` keys them."""
     out = {prefix + name: v for name, v in graph.constants.items()}
@@ -114,10 +139,6 @@ def body_constants(graph: Graph, prefix: str) -> dict[str, Value]:
         if node.op == "fused":
             out.update(body_constants(node.attrs["body"], f"{prefix}{node.name}/"))
     return out
-
-
-def _constants(graph: Graph) -> dict[str, Value]:
-    return body_constants(graph, "")
 
 
 def _value(ctx: LowerContext, env: dict, v: Value, prefix: str) -> relax.Expr:

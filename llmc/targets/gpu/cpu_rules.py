@@ -26,6 +26,9 @@ from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.analysis.common_analysis import collect_block_iter_vars_used_in_access_region
 from tvm.target.codegen import llvm_get_vector_width
 
+# What TVM's schedule primitives raise when a step does not apply (tvm errors are RuntimeErrors).
+SCHEDULE_ERRORS = (RuntimeError, ValueError, AssertionError)
+
 MR = 4                 # rows of the register tile
 PANEL_VECTORS = 4      # vectors per output panel (NR = PANEL_VECTORS * lanes)
 MIN_PARALLEL_WORK = 4096  # elements; smaller kernels run on one thread
@@ -81,7 +84,7 @@ def _inline_all(sch, keep) -> None:
                 sch.compute_inline(block)
                 changed = True
                 break
-            except tvm.error.TVMError:
+            except SCHEDULE_ERRORS:
                 continue
 
 
@@ -126,7 +129,7 @@ class Dense(dl.ScheduleRule):
         if any(p > 1 for p in pads):
             try:
                 sch.pad_einsum(block, pads)
-            except tvm.error.TVMError:
+            except SCHEDULE_ERRORS:
                 return None
         return _tile(sch, block, row if mr > 1 else None, mr, None if packed else nr, packed)
 
@@ -155,7 +158,7 @@ def _tile(sch, block, row, mr, nr, packed):
     for consumer in sch.get_consumers(acc):
         try:
             sch.reverse_compute_inline(consumer)
-        except tvm.error.TVMError:
+        except SCHEDULE_ERRORS:
             pass
     sch.vectorize(sch.get_loops(acc)[-1])
     sch.vectorize(sch.get_loops(block)[-1])

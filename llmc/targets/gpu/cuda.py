@@ -70,10 +70,12 @@ class CudaTarget(TvmTarget):
     def device_code(self, library: Path, options: CudaOptions, built) -> dict:
         modules = device_code.library_cuda_modules(library)
         images = [img for m in modules for img in device_code.fatbin_images(m.code)]
+        device_kernels = sorted(k for m in modules for k in m.kernels)
         return {
             "kind": "fatbin", "arch": options.arch,
             "images": sorted(f"{img.kind} sm_{img.sm}" for img in images),
-            "device_kernels": sorted(k for m in modules for k in m.kernels),
+            "device_kernels": device_kernels,
+            "launches_per_call": sum(len(device_code.kernels_of(k, device_kernels)) for k in built.calls),
             "serial_kernels": built.serial,
         }
 

@@ -249,3 +249,9 @@ def library_cuda_modules(so_path: Path) -> list[CudaModule]:
     """The CUDA modules serialized inside an exported library."""
     blob = Elf(Path(so_path).read_bytes(), str(so_path)).symbol_bytes(BLOB_SYMBOL)
     return [CudaModule.parse(data) for kind, data in LibraryBlob.parse(blob).modules if kind == "cuda"]
+
+
+def kernels_of(primfunc: str, device_kernels: list[str]) -> list[str]:
+    """The device kernels TVM split a PrimFunc into: ``name_kernel``, ``name_kernel_1``, ..."""
+    stem = f"{primfunc}_kernel"
+    return [k for k in device_kernels if k == stem or (k.startswith(stem + "_") and k[len(stem) + 1:].isdigit())]

@@ -11,10 +11,12 @@ reported in the manifest so a missing schedule is visible.
 from __future__ import annotations
 
 import tvm
+import tvm_ffi
 from tvm import s_tir, tirx
 from tvm.s_tir import dlight as dl
 
 from llmc.codegen.tvm.build import SERIAL_ATTR
+from llmc.targets.gpu.cpu_rules import SCHEDULE_ERRORS
 
 
 
@@ -42,19 +44,29 @@ class MatmulNoTensorCore(dl.ScheduleRule):
     """dlight's Matmul without its tensor-core path, which it takes only for an arch >= sm_70:
     in the PyPI TVM 0.27 build, tensorizing a float16 matmul crashes the process (a segfault
     inside ``Tensorize``), and merely reaching that path imports TVM's tensor intrinsics, a
-    minute of work. So the rule sees the target without its arch and every matmul takes
-    dlight's CUDA-core tiling (shared-memory staging, vthreads, padded einsum)."""
+    minute of work. So the rule sees the target as a pre-Volta one (sm_60: its arch matters to
+    the rule for that choice only) and every matmul takes dlight's CUDA-core tiling
+    (shared-memory staging, vthreads, padded einsum)."""
 
     def apply(self, func, target, tunable):
         if not isinstance(func, tirx.PrimFunc):
             return None
-        config = {k: v for k, v in target.export().items() if k not in ("arch", "host")}
+        config = {**{k: v for k, v in target.export().items() if k != "host"}, "arch": "sm_60"}
         return dl.gpu.Matmul().apply(func, tvm.target.Target(config), tunable)
+
+
+class AlreadyScheduled(dl.ScheduleRule):
+    """Kernels TVM generated already bound to GPU threads (e.g. its scan for cumsum): kept as they are."""
+
+    def apply(self, func, target, _tunable):
+        if not isinstance(func, tirx.PrimFunc) or not _thread_bound(func):
+            return None
+        return s_tir.Schedule(func)
 
 
 def gpu_rules() -> list[dl.ScheduleRule]:
     return [
-        MatmulNoTensorCore(), dl.gpu.GEMV(), dl.gpu.LowBatchGEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
+        AlreadyScheduled(), MatmulNoTensorCore(), dl.gpu.GEMV(), dl.gpu.LowBatchGEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
         dl.gpu.RMSNorm(), dl.gpu.Transpose(), dl.gpu.Fallback(), SerialKernel(),
     ]
 
@@ -65,13 +77,35 @@ def gpu_schedule() -> tvm.transform.Pass:
 
 
 class _Guarded(dl.ScheduleRule):
-    """A rule whose failure on a kernel means "does not apply" (dlight rules assert on odd kernels)."""
+    """A rule whose failure on a kernel means "does not apply": dlight rules assert on kernels
+    they do not expect, and some leave shared/local scratch of symbolic size, which CUDA cannot
+    allocate; such a schedule is refused and the next rule tries."""
 
     def __init__(self, rule: dl.ScheduleRule):
         self.rule = rule
 
     def apply(self, func, target, tunable):
         try:
-            return self.rule.apply(func, target, tunable)
-        except (tvm.error.TVMError, AssertionError, ValueError, IndexError):
+            sch = self.rule.apply(func, target, tunable)
+        except (*SCHEDULE_ERRORS, IndexError):
             return None
+        return sch if sch is None or _static_scratch(sch.mod["main"]) else None
+
+
+def _thread_bound(func) -> bool:
+    found = []
+    tvm_ffi.structural_walk(func.body, (tirx.For, lambda f: found.append(f.kind == tirx.ForKind.THREAD_BINDING)))
+    return any(found)
+
+
+def _static_scratch(func) -> bool:
+    """Every shared/local buffer the kernel allocates has a constant size."""
+    sizes = []
+
+    def visit(block):
+        for buf in block.alloc_buffers:
+            if buf.scope() != "global":
+                sizes.append(all(isinstance(d, tirx.IntImm) for d in buf.shape))
+
+    tvm_ffi.structural_walk(func.body, (s_tir.SBlock, visit))
+    return all(sizes)
