@@ -179,7 +179,7 @@ class AvgPool2d:
         return (total / count).astype(xs[0].dtype)
 
 
-@op("batch_norm", inputs=("x", "scale", "bias", "mean", "var"), kind="norm", attrs={"eps": Attr("float", 1e-5)})
+@op("batch_norm", inputs=("x", "scale", "bias", "mean", "var"), kind="norm", flops_per_element=2, attrs={"eps": Attr("float", 1e-5)})
 class BatchNorm:
     """Inference batch norm over axis 1: (x - mean) / sqrt(var + eps) * scale + bias."""
 
@@ -204,7 +204,7 @@ def _norm_axes(x, axis):
     return tuple(range(axis, x.ndim))
 
 
-@op("layer_norm", inputs=("x", "weight", "bias"), optional=2, kind="norm",
+@op("layer_norm", inputs=("x", "weight", "bias"), optional=2, kind="norm", flops_per_element=8,
     attrs={"axis": Attr("int", -1, "normalize over axes [axis, rank)"), "eps": Attr("float", 1e-5)})
 class LayerNorm:
     """(x - mean) / sqrt(var + eps) * weight + bias over the trailing axes from `axis`."""
@@ -226,12 +226,8 @@ class LayerNorm:
             y = y + _wide(xs[2])
         return y.astype(xs[0].dtype)
 
-    @staticmethod
-    def cost(types, outs, attrs):
-        return Cost(flops=S.dim(8 * types[0].numel), bytes=S.dim(sum(t.numel * t.dtype.itemsize for t in [*types, *outs])))
 
-
-@op("rms_norm", inputs=("x", "weight"), optional=1, kind="norm",
+@op("rms_norm", inputs=("x", "weight"), optional=1, kind="norm", flops_per_element=4,
     attrs={"axis": Attr("int", -1), "eps": Attr("float", 1e-6)})
 class RmsNorm:
     """x / sqrt(mean(x^2) + eps) * weight over the trailing axes from `axis` (computed in f32)."""
@@ -249,12 +245,8 @@ class RmsNorm:
             y = (_wide(xs[1]) * _wide(y)).astype(xs[0].dtype)
         return y
 
-    @staticmethod
-    def cost(types, outs, attrs):
-        return Cost(flops=S.dim(4 * types[0].numel), bytes=S.dim(sum(t.numel * t.dtype.itemsize for t in [*types, *outs])))
 
-
-@op("lrn", inputs=("x",), kind="norm",
+@op("lrn", inputs=("x",), kind="norm", flops_per_element=12,
     attrs={"size": Attr("int"), "alpha": Attr("float", 1e-4), "beta": Attr("float", 0.75), "bias": Attr("float", 1.0)})
 class LocalResponseNorm:
     """Across-channel local response normalization (AlexNet/GoogLeNet): x / (bias + alpha/size * sum x^2)^beta."""
