@@ -4,32 +4,20 @@ built-in transformers at two sequence lengths, external data, shape folding, sin
 from __future__ import annotations
 
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import sympy
 from onnx import TensorProto, helper, numpy_helper
+from zoo import LIGHT, ZOO_CNNS, ort_outputs, randomized_zoo_model, token_feeds
 
 from llmc.frontend.onnx import from_onnx
 from llmc.frontend.onnx.shapes import dims_array, fold
 from llmc.ir import FileWeight, run, sym
 from llmc.testing import assert_close
 
-LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
-ZOO = ["resnet50", "squeezenet", "shufflenet", "densenet121", "inception_v1", "inception_v2", "vgg19",
-       "bvlc_alexnet", "zfnet512"]
 F32 = TensorProto.FLOAT
-
-
-def ort_outputs(model: onnx.ModelProto | Path, feeds: dict) -> dict:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    source = str(model) if isinstance(model, Path) else model.SerializeToString()
-    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-    return dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
 
 
 def assert_matches_onnxruntime(graph, model, feeds, rtol=1e-4) -> None:
@@ -50,65 +38,8 @@ def make_model(nodes, inputs, outputs, initializers=(), opset=18) -> onnx.ModelP
 
 # -- the onnx package's CNN zoo -------------------------------------------------------------
 
-_PERIOD = 1_000_003  # big weights repeat a random block of this (prime) length
 
-
-def _write_random(f, shape, rng) -> tuple[int, int]:
-    """He-scaled normal weights (rank >= 2) or U(0.5, 1.5) vectors (biases, batch-norm statistics)."""
-    n = int(np.prod(shape))
-    if len(shape) >= 2:
-        block = rng.standard_normal(min(n, _PERIOD), dtype=np.float32) * np.float32(np.sqrt(2 / np.prod(shape[1:])))
-    else:
-        block = rng.uniform(0.5, 1.5, n).astype(np.float32)
-    offset = f.tell()
-    for start in range(0, n, len(block)):
-        f.write(block[: n - start].tobytes())
-    return offset, 4 * n
-
-
-def randomized_zoo_model(name: str, folder: Path) -> Path:
-    """The zoo model with random weights in an external data file.
-
-    The light models fill every weight with ConstantOfShape(0.02), so all channels are equal and
-    the softmax is uniform whatever the input: useless for checking numerics. Each such node
-    becomes an initializer stored externally (as big models are), and the softmax inputs become
-    extra outputs so the logits are compared too.
-    """
-    model = onnx.load(LIGHT / f"light_{name}.onnx")
-    rng = np.random.default_rng(0)
-    shapes = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    keep, weights = [], []
-    with open(folder / "weights.bin", "wb") as f:
-        for node in model.graph.node:
-            if node.op_type != "ConstantOfShape" or node.input[0] not in shapes:
-                keep.append(node)
-                continue
-            shape = [int(d) for d in shapes[node.input[0]]]
-            offset, length = _write_random(f, shape, rng)
-            tensor = TensorProto(name=node.output[0], data_type=F32, dims=shape, data_location=TensorProto.EXTERNAL)
-            for key, value in (("location", "weights.bin"), ("offset", offset), ("length", length)):
-                tensor.external_data.add(key=key, value=str(value))
-            weights.append(tensor)
-    used = {i for n in keep for i in n.input}
-    graph = model.graph
-    graph.ClearField("node")
-    graph.node.extend(keep)
-    initializers = [t for t in graph.initializer if t.name in used] + weights
-    graph.ClearField("initializer")
-    graph.initializer.extend(initializers)
-    inputs = [i for i in graph.input if i.name not in shapes]
-    graph.ClearField("input")
-    graph.input.extend(inputs)
-    model.ir_version = max(model.ir_version, 7)  # initializers need not be listed as inputs
-    outputs = {o.name for o in graph.output}
-    logits = {n.input[0] for n in keep if n.op_type == "Softmax" and n.output[0] in outputs}
-    graph.output.extend(v for v in onnx.shape_inference.infer_shapes(model).graph.value_info if v.name in logits)
-    path = folder / f"{name}.onnx"
-    onnx.save(model, path)
-    return path
-
-
-@pytest.mark.parametrize("name", ZOO)
+@pytest.mark.parametrize("name", ZOO_CNNS)
 def test_zoo_cnn_imports_and_matches_onnxruntime(name, tmp_path):
     original = from_onnx(LIGHT / f"light_{name}.onnx")  # opset 9, upgraded; weights are ConstantOfShape
     assert [v.type.shape for v in original.inputs] == [(1, 3, 224, 224)]
@@ -167,73 +98,14 @@ def test_external_data_round_trip(tmp_path):
 # -- transformer exports (torch.onnx, dynamic sequence length) ------------------------------
 
 
-def _first_output(model, causal: bool):
-    """A module: forward(input_ids[, attention_mask]) -> logits / last hidden state, no KV cache."""
-    import torch
-
-    class FirstOutput(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.m = model
-
-        def forward(self, input_ids, attention_mask=None):
-            args = (input_ids,) if attention_mask is None else (input_ids, attention_mask)
-            return self.m(*args, **({"use_cache": False} if causal else {}))[0]
-
-    return FirstOutput().eval()
-
-
-def _export(name: str, exporter: str, folder: Path) -> Path:
-    import torch
-
-    from llmc.examples import build
-
-    model, inputs = build(name)
-    names = ["input_ids", "attention_mask"][: len(inputs)]
-    wrapper = _first_output(model, causal=name != "minilm")
-    path = folder / f"{name}.onnx"
-    with torch.no_grad():
-        if exporter.startswith("dynamo"):  # "dynamo-unoptimized" keeps CastLike, SplitToSequence, ...
-            seq = torch.export.Dim("seq", min=2, max=128)
-            torch.onnx.export(wrapper, inputs, str(path), input_names=names, output_names=["out"], dynamo=True,
-                              opset_version=18, dynamic_shapes={n: {1: seq} for n in names}, verbose=False,
-                              optimize=exporter == "dynamo")
-        else:
-            torch.onnx.export(wrapper, inputs, str(path), input_names=names, output_names=["out"], dynamo=False,
-                              opset_version=17, dynamic_axes={n: {1: "seq"} for n in names})
-    return path
-
-
-@pytest.fixture(scope="session")
-def exported(tmp_path_factory):
-    """``exported(name, exporter)``: the path of that export, made once per session."""
-    cache: dict[tuple[str, str], Path] = {}
-
-    def get(name: str, exporter: str) -> Path:
-        if (name, exporter) not in cache:
-            cache[name, exporter] = _export(name, exporter, tmp_path_factory.mktemp(f"{name}-{exporter}"))
-        return cache[name, exporter]
-
-    return get
-
-
-def _feeds(name: str, seq: int) -> dict:
-    if name == "minilm":
-        from llmc.examples import minilm_inputs
-
-        ids, mask = minilm_inputs(seq=seq)
-        return {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
-    return {"input_ids": np.random.default_rng(seq).integers(0, 256, (1, seq))}
-
-
 LAYERS = {"tiny-llama": 2, "tiny-gpt2": 2, "minilm": 6}
 
 
 @pytest.mark.parametrize("name, exporter", [("tiny-llama", "dynamo"), ("tiny-gpt2", "dynamo"),
                                             ("tiny-gpt2", "dynamo-unoptimized"), ("minilm", "dynamo"),
                                             ("minilm", "torchscript")])
-def test_transformer_export_matches_onnxruntime_at_two_lengths(exported, name, exporter):
-    path = exported(name, exporter)
+def test_transformer_export_matches_onnxruntime_at_two_lengths(onnx_export, name, exporter):
+    path = onnx_export(name, exporter)
     graph = from_onnx(path)
     assert graph.symbols() == ["seq"]
     assert graph.outputs[0].type.shape[1] == sym("seq")
@@ -241,7 +113,7 @@ def test_transformer_export_matches_onnxruntime_at_two_lengths(exported, name, e
     assert {n.meta.layer for n in graph.nodes} == {None, *range(LAYERS[name])}
     assert all(n.meta.origin for n in graph.nodes)
     for seq in (16, 9):
-        assert_matches_onnxruntime(graph, path, _feeds(name, seq))
+        assert_matches_onnxruntime(graph, path, token_feeds(name, seq))
 
 
 # -- import-time shape folding --------------------------------------------------------------

@@ -6,12 +6,12 @@ attention and (torchscript, opset 14) layer norm. After -O1 each is one node, an
 still matches torch / onnxruntime within 1e-4.
 """
 
-from pathlib import Path
 
 import numpy as np
 import pytest
+from zoo import token_feeds
 
-from llmc.examples import build, minilm_inputs
+from llmc.examples import build
 from llmc.ir import run
 from llmc.passes import run_pipeline
 from llmc.testing import assert_close
@@ -45,7 +45,7 @@ def test_tiny_llama_from_torch(dynamic):
     from llmc.frontend.torch import from_torch
 
     model, example = build("tiny-llama")
-    graph, log = run_pipeline(from_torch(model, example, dynamic=dynamic), "O1", verify=True)
+    graph, _ = run_pipeline(from_torch(model, example, dynamic=dynamic), "O1", verify=True)
     assert raised(graph) == {"attention": 2, "rms_norm": 5, "rope": 4, "silu": 2}
     assert kv_heads(graph) == {2}, "grouped-query attention reads k and v unrepeated"
     attention = [n for n in graph.nodes if n.op == "attention"]
@@ -62,53 +62,20 @@ def test_tiny_llama_from_torch(dynamic):
 # -- ONNX exports -------------------------------------------------------------------------------
 
 
-def export(name: str, exporter: str, folder: Path) -> Path:
-    model, inputs = build(name)
-    names = ["input_ids", "attention_mask"][: len(inputs)]
-    causal = name != "minilm"
-
-    class FirstOutput(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.m = model
-
-        def forward(self, input_ids, attention_mask=None):
-            args = (input_ids,) if attention_mask is None else (input_ids, attention_mask)
-            return self.m(*args, **({"use_cache": False} if causal else {}))[0]
-
-    path = folder / f"{name}-{exporter}.onnx"
-    with torch.no_grad():
-        if exporter == "dynamo":
-            seq = torch.export.Dim("seq", min=2, max=128)
-            torch.onnx.export(FirstOutput().eval(), inputs, str(path), input_names=names, output_names=["out"],
-                              dynamo=True, opset_version=18, dynamic_shapes={n: {1: seq} for n in names}, verbose=False)
-        else:  # opset 14: layer norm written out as ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div/Mul/Add
-            torch.onnx.export(FirstOutput().eval(), inputs, str(path), input_names=names, output_names=["out"],
-                              dynamo=False, opset_version=14, dynamic_axes={n: {1: "seq"} for n in names})
-    return path
-
-
-def feeds(name: str, seq: int) -> dict:
-    if name == "minilm":
-        tokens, mask = minilm_inputs(seq=seq)
-        return {"input_ids": tokens.numpy(), "attention_mask": mask.numpy()}
-    return {"input_ids": ids(seq).numpy()}
-
-
 @pytest.mark.parametrize("name, exporter, expected", [
     ("tiny-gpt2", "dynamo", {"attention": 2, "gelu": 2, "layer_norm": 5}),
     ("minilm", "torchscript", {"attention": 6, "gelu": 6, "layer_norm": 13}),
     ("tiny-llama", "dynamo", {"attention": 2, "rms_norm": 5, "rope": 4, "silu": 2}),
 ])
-def test_onnx_exports(tmp_path, name, exporter, expected):
+def test_onnx_exports(onnx_export, name, exporter, expected):
     from llmc.frontend.onnx import from_onnx
 
-    path = export(name, exporter, tmp_path)
+    path = onnx_export(name, exporter)
     graph, _ = run_pipeline(from_onnx(path), "O1", verify=True)
     assert raised(graph) == expected
     assert kv_heads(graph) == {2 if name == "tiny-llama" else 4 if name == "tiny-gpt2" else 12}
     session = ort.InferenceSession(str(path))
     for seq in (16, 9):
-        inputs = feeds(name, seq)
+        inputs = token_feeds(name, seq)
         (want,) = session.run(None, inputs)
         assert_close(run(graph, inputs)["out"], want)
