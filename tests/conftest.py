@@ -1,8 +1,13 @@
 import os
 
-import pytest
+# pytest -n 2 runs two workers on this 2-core machine: one BLAS/OpenMP thread each, or the
+# workers' thread pools fight over the cores (10x slowdowns seen). Set before numpy loads.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
-from llmc.testing import assert_close, rel_error  # noqa: F401  (re-exported for tests)
+import pytest  # noqa: E402
+
+from llmc.testing import assert_close, rel_error  # noqa: F401, E402  (re-exported for tests)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
