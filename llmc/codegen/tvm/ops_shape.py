@@ -27,7 +27,30 @@ def transpose(ctx, node, args):
 
 @lowers("concat")
 def concat(ctx, node, args):
-    return R.concat(list(args), node.attrs["axis"])
+    """A TE kernel whose output shape is the IR's (Relax's concat can write a symbolic size as
+    ``1 + seq`` where its consumers read ``seq + 1``, and FuseTIR then refuses to fuse them)."""
+    axis = node.attrs["axis"] % node.inputs[0].type.rank
+    starts, sizes, total = [], [], 0
+    for v in node.inputs:
+        starts.append(ctx.dim(total))
+        sizes.append(ctx.dim(v.type.shape[axis]))
+        total = total + v.type.shape[axis]
+    shape = ctx.shape(node.outputs[0].type.shape)
+
+    def compute(*xs):
+        def piece(p, i):
+            at = tirx.max(tirx.min(i[axis] - starts[p], sizes[p] - 1), 0)  # clamped: both branches stay in bounds
+            return xs[p][(*i[:axis], at, *i[axis + 1:])]
+
+        def body(*i):
+            value = piece(len(xs) - 1, i)
+            for p in reversed(range(len(xs) - 1)):
+                value = tirx.if_then_else(i[axis] < starts[p + 1], piece(p, i), value)
+            return value
+
+        return te.compute(shape, body, name="concat")
+
+    return ctx.emit_te(compute, *args, name="concat")
 
 
 @lowers("expand")
@@ -108,14 +131,19 @@ def gather_nd(ctx, node, args):
 
 @lowers("arange")
 def arange(ctx, node, args):
+    """start + i * step; a symbolic start is passed to the kernel as a scalar argument (a size
+    the output shape does not carry, e.g. ``arange(past, past + 1)``)."""
     a = node.attrs
-    start, step, dtype = ctx.dim(a["start"]), a["step"], ctx.dtype(a["dtype"])
+    step, dtype = a["step"], ctx.dtype(a["dtype"])
     n = ctx.shape(node.outputs[0].type.shape)
 
-    def compute():
+    def compute(start):
         return te.compute(n, lambda i: tirx.Cast(dtype, start + i * step), name="arange")
 
-    return ctx.emit_te(compute, name="arange")
+    start = ctx.dim(a["start"])
+    if isinstance(start, tirx.IntImm):
+        return ctx.emit_te(lambda: compute(start), name="arange")
+    return ctx.emit_te(compute, start, name="arange")
 
 
 def _first_index(size, start, end, step):

@@ -124,8 +124,8 @@ class Dense(dl.ScheduleRule):
         pads = [1] * spatial + [1]
         if mr > 1:
             pads[row] = mr
-        if not packed and isinstance(n, int) and n % nr:
-            pads[spatial - 1] = nr
+        if not packed and (not isinstance(n, int) or n % nr):
+            pads[spatial - 1] = nr  # the vector loop must never run past the output
         if any(p > 1 for p in pads):
             try:
                 sch.pad_einsum(block, pads)
