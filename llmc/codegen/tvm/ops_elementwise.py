@@ -34,6 +34,10 @@ def unary(ctx, node, args):
 
 @lowers(*BINARY)
 def binary(ctx, node, args):
+    dtype = ctx.options.dtype(node.inputs[0].type.dtype)
+    if node.op == "mod" and dtype in (DType.f16, DType.bf16):  # no half-precision fmod in CUDA C
+        wide = [ctx.emit(R.astype(a, "float32")) for a in args]
+        return R.astype(ctx.emit(R.mod(*wide)), ctx.dtype(dtype))
     return BINARY[node.op](*args)
 
 

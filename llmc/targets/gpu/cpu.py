@@ -11,7 +11,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmc.codegen.tvm.context import LowerOptions
 from llmc.errors import TargetError
 from llmc.targets.gpu.tvm_target import TvmTarget
 
@@ -38,7 +37,8 @@ class CpuTarget(TvmTarget):
             raise TargetError(f"LLVM does not know the CPU {options.cpu!r}",
                               hint=f"use an LLVM CPU name such as {host_cpu()!r} (this machine), or leave --cpu out")
 
-    def lower_options(self, options: CpuOptions) -> LowerOptions:
+    def lower_options(self, options: CpuOptions):
+        from llmc.codegen.tvm.context import LowerOptions
         from llmc.targets.gpu.cpu_rules import panel_width
 
         return LowerOptions(float_dtype=super().lower_options(options).float_dtype,

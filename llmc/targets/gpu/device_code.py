@@ -23,6 +23,7 @@ Layouts (tvm-ffi's library blob and the CUDA module's serialized bytes), all lit
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 import subprocess
@@ -153,14 +154,14 @@ class CudaModule:
 
 
 def find_nvcc(explicit: str | None = None) -> Path | None:
-    """nvcc from ``explicit``, else PATH, else the usual CUDA install folders."""
+    """nvcc from ``explicit``, else the one on PATH, else ``$CUDA_HOME/bin/nvcc``."""
     if explicit:
         return Path(explicit) if Path(explicit).is_file() else None
     found = shutil.which("nvcc")
     if found:
         return Path(found)
-    candidates = sorted(Path("/usr/local").glob("cuda*/bin/nvcc"), reverse=True)
-    return candidates[0] if candidates else None
+    home = os.environ.get("CUDA_HOME")
+    return Path(home) / "bin" / "nvcc" if home and (Path(home) / "bin" / "nvcc").is_file() else None
 
 
 def compile_fatbin(source: str, arch: str, nvcc: Path) -> bytes:

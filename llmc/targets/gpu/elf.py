@@ -13,6 +13,7 @@ from llmc.errors import ArtifactError
 
 EM_CUDA = 190
 STT_FUNC = 2
+STB_GLOBAL = 1
 _SHT_SYMTAB, _SHT_DYNSYM, _SHT_NOBITS = 2, 11, 8
 
 
@@ -22,6 +23,7 @@ class Symbol:
     value: int
     size: int
     kind: int      # STT_*
+    binding: int   # STB_* (1: global)
     section: int
 
 
@@ -46,7 +48,7 @@ class Elf:
                 name_off, info, _other, shndx, value, size = struct.unpack_from("<IBBHQQ", self.data, off)
                 name = self._string(strtab[4] + name_off)
                 if name:
-                    out.setdefault(name, Symbol(name, value, size, info & 0xF, shndx))
+                    out.setdefault(name, Symbol(name, value, size, info & 0xF, info >> 4, shndx))
         return out
 
     def symbol_bytes(self, name: str) -> bytes:
@@ -61,7 +63,8 @@ class Elf:
         return self.data[start:start + sym.size]
 
     def functions(self) -> list[str]:
-        return sorted(s.name for s in self.symbols().values() if s.kind == STT_FUNC)
+        """Global function symbols (entry points: a cubin's kernels, a library's exports)."""
+        return sorted(s.name for s in self.symbols().values() if s.kind == STT_FUNC and s.binding == STB_GLOBAL)
 
     def _string(self, offset: int) -> str:
         end = self.data.index(b"\0", offset)

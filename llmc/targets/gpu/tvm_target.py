@@ -1,5 +1,7 @@
 """What the cpu and cuda targets share: check, lower through TVM, export, describe, run.
 
+TVM's compiler is imported only when compiling: ``run`` works with the runtime alone.
+
 Payload written into the artifact folder:
 
     model.so            TVM Relax VM executable (host code, and for cuda the embedded fatbin)
@@ -19,9 +21,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from llmc.codegen.target import Payload, Target
-from llmc.codegen.tvm.context import LowerOptions
-from llmc.codegen.tvm.lower import Lowered, body_constants, check_lowerable
-from llmc.codegen.tvm.registry import lowered_ops
 from llmc.ir.dtypes import DType
 from llmc.ir.graph import Graph
 from llmc.ir.tensor import Weight, write_safetensors
@@ -45,10 +44,14 @@ class TvmTarget(Target):
         return {level: list(PIPELINES[level]) for level in ("O0", "O1")}
 
     def supported_ops(self) -> set[str]:
+        from llmc.codegen.tvm.registry import lowered_ops
+
         return lowered_ops()
 
     def check(self, graph: Graph, options: Any) -> None:
         """Refuse before compiling: options this target cannot honour, ops with no lowering."""
+        from llmc.codegen.tvm.lower import check_lowerable
+
         self.check_options(options)
         check_lowerable(graph)
 
@@ -96,7 +99,9 @@ class TvmTarget(Target):
 
     # -- what subclasses provide ------------------------------------------------------------
 
-    def lower_options(self, options: Any) -> LowerOptions:
+    def lower_options(self, options: Any):
+        from llmc.codegen.tvm.context import LowerOptions
+
         dtype = DTYPES[options.dtype]
         return LowerOptions(float_dtype=None if dtype == DType.f32 else dtype)
 
@@ -124,8 +129,10 @@ class _CastWeight(Weight):
         return np.asarray(self.weight.numpy()).astype(self.type.dtype.np)
 
 
-def _write_params(graph: Graph, lowered: Lowered, options: LowerOptions, out: Path) -> str:
+def _write_params(graph: Graph, lowered, options, out: Path) -> str:
     """The file the runtime reads weights from; writes ``params.safetensors`` if dtypes changed."""
+    from llmc.codegen.tvm.lower import body_constants
+
     consts = body_constants(graph, "")
     keys = [t.name for t in lowered.params]
     if all(options.dtype(consts[k].type.dtype) == consts[k].type.dtype for k in keys):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from llmc.ir import DType, Graph, TensorType, sym
+from llmc.ir import DType, Graph, NodeMeta, TensorType, sym
 from llmc.ir.ops.shape import _END
 
 RNG = np.random.default_rng(0)
@@ -186,3 +186,14 @@ def _fused(g, s, out):
     sc = body2.call("matmul", x2, body2.call("transpose", x2, perm=(0, 2, 1)))
     body2.outputs = [body2.call("softmax", sc)]
     out["fused_softmax"] = g.call("fused", s, body=body2)
+
+
+def small_graph() -> Graph:
+    """A two-layer MLP with origins, for target option and error tests."""
+    g = Graph("mlp")
+    x = g.add_input("x", TensorType(DType.f32, (1, sym("seq"), 16)))
+    h = g.call("linear", x, g.add_const("up", _w(64, 16)), meta=NodeMeta(origin="model.mlp.up"))
+    h = g.call("silu", h, meta=NodeMeta(origin="model.mlp.act"))
+    g.outputs = [g.call("linear", h, g.add_const("down", _w(16, 64)), meta=NodeMeta(origin="model.mlp.down"))]
+    g.verify()
+    return g
