@@ -38,10 +38,14 @@ class LowerOptions:
                  (cuda ``--dtype float16``); None keeps the graph's dtypes.
     pack_weights: lay constant ``linear`` weights out as panels of this many output features
                  ([out/p, in, p], transformed once at load time); 0 keeps torch's [out, in].
+    fast_math:   float32 exp, erf, tanh and softmax use TVM's vectorizable approximations
+                 (``topi.fast_*``, relative error below 5e-6) instead of scalar libm calls;
+                 gelu is written with erf/tanh so it gets them too.
     """
 
     float_dtype: DType | None = None
     pack_weights: int = 0
+    fast_math: bool = False
 
     def dtype(self, dtype: DType) -> DType:
         return self.float_dtype if (self.float_dtype is not None and dtype == DType.f32) else dtype

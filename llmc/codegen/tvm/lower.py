@@ -43,6 +43,7 @@ class Lowered:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     params: list[TensorSpec]           # in parameter order; ``name`` is the weights-file key
+    options: LowerOptions = field(default_factory=LowerOptions)
     origins: dict[str, str] = field(default_factory=dict)  # binding tag -> node origin
 
 
@@ -81,6 +82,7 @@ def lower_graph(graph: Graph, options: LowerOptions) -> Lowered:
         inputs=[_spec(ctx, v.name, v.type) for v in graph.inputs],
         outputs=[_spec(ctx, v.name, v.type) for v in graph.outputs],
         params=[_spec(ctx, key, v.type) for key, v in param_values],
+        options=options,
         origins=origins,
     )
 

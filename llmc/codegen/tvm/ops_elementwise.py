@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+from tvm import topi
 from tvm.relax import op as R
 
 from llmc.codegen.tvm.registry import lowers
@@ -27,9 +28,21 @@ BINARY = {
 }
 
 
+FAST = {"exp": topi.fast_exp, "erf": topi.fast_erf, "tanh": topi.fast_tanh}
+
+
 @lowers(*UNARY)
 def unary(ctx, node, args):
+    if node.op in FAST:
+        return fast_or_exact(ctx, node.op, args[0], node.inputs[0].type.dtype)
     return UNARY[node.op](args[0])
+
+
+def fast_or_exact(ctx, op: str, x, dtype: DType):
+    """exp/erf/tanh: TVM's vectorizable float32 approximation under ``fast_math``, else the Relax op."""
+    if ctx.options.fast_math and ctx.options.dtype(dtype) == DType.f32:
+        return ctx.emit_te(FAST[op], x, name=f"fast_{op}")
+    return UNARY[op](x)
 
 
 @lowers(*BINARY)
@@ -48,7 +61,19 @@ def reciprocal(ctx, node, args):
 
 @lowers("gelu")
 def gelu(ctx, node, args):
-    return R.nn.gelu_tanh(args[0]) if node.attrs["approximate"] == "tanh" else R.nn.gelu(args[0])
+    tanh = node.attrs["approximate"] == "tanh"
+    if not ctx.options.fast_math:
+        return R.nn.gelu_tanh(args[0]) if tanh else R.nn.gelu(args[0])
+    x, dtype = args[0], node.inputs[0].type.dtype
+    if tanh:  # 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))
+        cube = ctx.emit(R.multiply(x, ctx.emit(R.multiply(x, x))))
+        inner = R.multiply(ctx.emit(R.add(x, ctx.emit(R.multiply(cube, ctx.const(0.044715, dtype))))),
+                           ctx.const(math.sqrt(2 / math.pi), dtype))
+        curve = fast_or_exact(ctx, "tanh", ctx.emit(inner), dtype)
+    else:  # 0.5 x (1 + erf(x / sqrt(2)))
+        curve = fast_or_exact(ctx, "erf", ctx.emit(R.multiply(x, ctx.const(1 / math.sqrt(2), dtype))), dtype)
+    half = ctx.emit(R.multiply(x, ctx.const(0.5, dtype)))
+    return R.multiply(half, ctx.emit(R.add(ctx.emit(curve), ctx.const(1.0, dtype))))
 
 
 @lowers("leaky_relu")

@@ -5,6 +5,7 @@ Sums, means and products of half-precision tensors accumulate in float32, as the
 
 from __future__ import annotations
 
+from tvm import topi
 from tvm.relax import op as R
 
 from llmc.codegen.tvm.registry import lowers
@@ -27,7 +28,14 @@ def reduce(ctx, node, args):
 
 @lowers("softmax")
 def softmax(ctx, node, args):
-    return R.nn.softmax(args[0], node.attrs["axis"])
+    return softmax_of(ctx, args[0], node.attrs["axis"], node.inputs[0].type.dtype)
+
+
+def softmax_of(ctx, x, axis: int, dtype: DType):
+    """Relax softmax, or under ``fast_math`` (float32) TVM's softmax built on its vectorizable exp."""
+    if ctx.options.fast_math and ctx.options.dtype(dtype) == DType.f32:
+        return ctx.emit_te(topi.nn.fast_softmax, x, axis, name="fast_softmax")
+    return R.nn.softmax(x, axis)
 
 
 @lowers("log_softmax")

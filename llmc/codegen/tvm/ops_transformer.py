@@ -1,6 +1,7 @@
 """The ops LLMs are written in: embedding, rotary position embedding, attention.
 
-``attention`` is built from Relax ops so each piece gets the targets' matmul/softmax schedules:
+``attention`` is built from Relax ops so each piece gets the targets' matmul/softmax schedules
+(keys are transposed once per call, so the score product reads both operands contiguously):
 grouped-query heads need no copies of K/V, because query heads ``h = kv * G + g`` reshape to
 ``[B, Hkv, G * S, D]`` and meet their KV head in one batched matmul. The causal mask is a TE
 kernel comparing key position ``t`` with the query's absolute position ``s + (T - S)`` (so a KV
@@ -15,7 +16,7 @@ from tvm import te, tirx
 from tvm.relax import op as R
 
 from llmc.codegen.tvm.context import as_f32
-from llmc.codegen.tvm.ops_linalg import nt_matmul
+from llmc.codegen.tvm.ops_reduce import softmax_of
 from llmc.codegen.tvm.registry import lowers
 from llmc.ir.dtypes import DType
 
@@ -67,13 +68,13 @@ def attention(ctx, node, args):
     scale = node.attrs["scale"] or 1.0 / math.sqrt(d)
 
     q_grouped = ctx.emit(R.reshape(q, ctx.shape([b, hkv, group * s, d])))
-    scores = nt_matmul(ctx, q_grouped, k)
+    scores = ctx.emit(R.matmul(q_grouped, ctx.emit(R.permute_dims(k, [0, 1, 3, 2]))))
     scores = ctx.emit(R.reshape(ctx.emit(R.multiply(scores, ctx.const(scale, dtype))), ctx.shape([b, hq, s, t])))
     if len(args) == 4:
         scores = ctx.emit(_apply_mask(ctx, scores, args[3], node.inputs[3].type.dtype, dtype))
     if node.attrs["causal"]:
         scores = ctx.emit_te(_causal, scores, name="causal_mask")
-    probs = ctx.emit(R.reshape(ctx.emit(R.nn.softmax(scores, -1)), ctx.shape([b, hkv, group * s, t])))
+    probs = ctx.emit(R.reshape(ctx.emit(softmax_of(ctx, scores, -1, dtype)), ctx.shape([b, hkv, group * s, t])))
     out = ctx.emit(R.matmul(probs, v))
     return R.reshape(out, ctx.shape([b, hq, s, dv]))
 

@@ -42,7 +42,7 @@ class CpuTarget(TvmTarget):
         from llmc.targets.gpu.cpu_rules import panel_width
 
         return LowerOptions(float_dtype=super().lower_options(options).float_dtype,
-                            pack_weights=panel_width(self.tvm_target(options)))
+                            pack_weights=panel_width(self.tvm_target(options)), fast_math=True)
 
     def tvm_target(self, options: CpuOptions):
         import tvm
