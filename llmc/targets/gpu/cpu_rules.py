@@ -5,6 +5,7 @@
                      tile, output tiled MR x NR with NR-wide vector accumulators kept in registers
                      over the whole reduction, output panels in parallel, epilogue fused into
                      the write-back.
+    Conv             2-D convolutions: channel x column register tiles, rows in parallel.
     dlight Reduction softmax, layer norm, rms norm and other reduce-then-map kernels.
     RowReduction     a lone reduction (reduce_sum, pooling, convolution, ...): parallel over
                      the output, reduction loops innermost.
@@ -179,6 +180,56 @@ def _weight_indexed_by_panel(block) -> bool:
     return False
 
 
+class Conv(dl.ScheduleRule):
+    """A 2-D convolution (spatial loops [n,] c, h, w and 3 reduction loops) with elementwise
+    producers (padding) and epilogues: output tiles of a few channels x a vector of columns,
+    accumulated in registers over the whole reduction, (n, channel tile, row) in parallel."""
+
+    def apply(self, func, target, _tunable):
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        sch = s_tir.Schedule(func)
+        infos = normalize_prim_func(sch)
+        if infos is None:
+            return None
+        reductions = [b for b in infos if not b.is_injective()]
+        if len(reductions) != 1 or not _is_mac(sch.get(reductions[0].block_rv)):
+            return None
+        block = reductions[0].block_rv
+        kinds = [iv.iter_type for iv in sch.get(block).iter_vars]
+        loops = sch.get_loops(block)
+        spatial = len(kinds) - 3  # batch, channels, rows, columns (a unit batch may be gone)
+        if spatial not in (3, 4) or kinds != [tirx.IterVar.DataPar] * spatial + [tirx.IterVar.CommReduce] * 3 \
+                or len(loops) != len(kinds):
+            return None
+        *n, c, h, w = loops[:spatial]
+        reduce = loops[spatial:]
+        width, channels = _extent(sch, w), _extent(sch, c)
+        if not isinstance(width, int) or not isinstance(channels, int):
+            return None
+        co, ci = sch.split(c, [None, _divisor(channels, (4, 2, 1))])
+        wo, wi = sch.split(w, [None, _divisor(width, (16, 14, 8, 7, 4, 2, 1))])
+        sch.reorder(*n, co, h, wo, *reduce, ci, wi)
+        acc = sch.cache_write(block, 0, "global")
+        _parallel(sch, [*n, co, h])
+        sch.reverse_compute_at(acc, sch.get_loops(block)[1])
+        for consumer in sch.get_consumers(acc):
+            try:
+                sch.reverse_compute_inline(consumer)
+            except SCHEDULE_ERRORS:
+                pass
+        sch.vectorize(sch.get_loops(acc)[-1])
+        sch.vectorize(sch.get_loops(block)[-1])
+        sch.unroll(sch.get_loops(block)[-2])
+        sch.decompose_reduction(block, sch.get_loops(block)[2])
+        for producer in sch.get_producers(block):  # padding: a plain copy, parallel over (n, c)
+            try:
+                _parallel(sch, sch.get_loops(producer)[:2])
+            except SCHEDULE_ERRORS:
+                pass
+        return sch
+
+
 class RowReduction(dl.ScheduleRule):
     """One reduction block (after inlining): parallel over its leading spatial loops."""
 
@@ -229,7 +280,7 @@ class Elementwise(dl.ScheduleRule):
 
 def cpu_schedule() -> tvm.transform.Pass:
     """The CPU rules in order; kernels no rule takes stay as LLVM compiles them, serially."""
-    return dl.ApplyDefaultSchedule(Dense(), dl.cpu.Reduction(), RowReduction(), Elementwise())
+    return dl.ApplyDefaultSchedule(Dense(), Conv(), dl.cpu.Reduction(), RowReduction(), Elementwise())
 
 
 def _is_mac(block) -> bool:
@@ -246,6 +297,10 @@ def _strip_cast(e):
 
 def _bits(block) -> int:
     return block.writes[0].source.dtype.bits if block.writes else 32
+
+
+def _divisor(n: int, choices) -> int:
+    return next(d for d in choices if n % d == 0)
 
 
 def _panel(n, vec: int) -> int | None:

@@ -193,7 +193,11 @@ def embed_device_code(blob: bytes, arch: str, nvcc: Path) -> bytes:
 
 
 def fpack_with_device_code(arch: str, nvcc: Path):
-    """An ``export_library(fpack_imports=...)`` hook that embeds compiled device code (see module doc)."""
+    """An ``export_library(fpack_imports=...)`` hook that embeds compiled device code (see module doc).
+
+    The blob goes into the library through an assembler ``.incbin`` (instant, where a C array
+    of a many-megabyte fatbin takes the C compiler minutes).
+    """
 
     def fpack(mod, is_system_lib, prefix, workspace_dir):
         from tvm.runtime import _ffi_api
@@ -201,17 +205,18 @@ def fpack_with_device_code(arch: str, nvcc: Path):
         if is_system_lib or prefix:
             raise TargetError("system-library export is not supported by the cuda target")
         blob = embed_device_code(_ffi_api.ModulePackImportsToTensor(mod).numpy().tobytes(), arch, nvcc)
-        path = Path(workspace_dir) / "devc.c"
-        path.write_text(_c_array(_ffi_api.ModuleImportsBlobName(), blob))
+        data, path = Path(workspace_dir) / "devc.bin", Path(workspace_dir) / "devc.S"
+        data.write_bytes(blob)
+        path.write_text(_incbin(_ffi_api.ModuleImportsBlobName(), data, len(blob)))
         return str(path)
 
     return fpack
 
 
-def _c_array(symbol: str, data: bytes) -> str:
-    rows = (",".join(f"0x{b:02x}" for b in data[i:i + 32]) for i in range(0, len(data), 32))
-    return (f"extern const unsigned char {symbol}[];\n"
-            f"const unsigned char {symbol}[{len(data)}] = {{\n" + ",\n".join(rows) + "\n};\n")
+def _incbin(symbol: str, data: Path, size: int) -> str:
+    return (f'\t.section .rodata\n\t.balign 16\n\t.globl {symbol}\n\t.type {symbol}, @object\n'
+            f'\t.size {symbol}, {size}\n{symbol}:\n\t.incbin "{data}"\n'
+            '\t.section .note.GNU-stack,"",@progbits\n')
 
 
 # -- inspecting an exported library ---------------------------------------------------------
