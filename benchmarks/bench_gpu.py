@@ -87,9 +87,9 @@ def bench_models(arch: str, artifacts: Path | None) -> dict:
         compiled = torch.compile(gpu_model)
         with torch.no_grad():
             row = {
-                "llmc-cuda_ms": _cuda_median_ms(lambda: session.run(feeds)),
-                "torch_eager_ms": _cuda_median_ms(lambda: gpu_model(*inputs)),
-                "torch_compile_ms": _cuda_median_ms(lambda: compiled(*inputs)),
+                "llmc-cuda_ms": _cuda_median_ms(lambda s=session, f=feeds: s.run(f)),
+                "torch_eager_ms": _cuda_median_ms(lambda m=gpu_model, i=inputs: m(*i)),
+                "torch_compile_ms": _cuda_median_ms(lambda m=compiled, i=inputs: m(*i)),
             }
         row["kernels_per_call"] = art.manifest["payload"]["kernels_per_call"]
         out[name] = row
@@ -106,7 +106,7 @@ def bench_gemvs(arch: str, artifacts: Path | None, copy_gbs: float) -> dict:
         art = llmc.load(artifacts / name) if artifacts else llmc.compile(gemv_graph(k, n), target="cuda", arch=arch)
         session = Session(art.path)
         x = torch.randn(1, k, device="cuda", dtype=torch.float16)
-        ms = _cuda_median_ms(lambda: session.run({"x": x}))
+        ms = _cuda_median_ms(lambda s=session, x=x: s.run({"x": x}))
         moved = 2 * (k * n + k + n)  # fp16 weights dominate
         gbs = moved / (ms * 1e-3) / 1e9
         out[name] = {"ms": ms, "achieved_gbs": gbs, "fraction_of_copy_bandwidth": gbs / copy_gbs}

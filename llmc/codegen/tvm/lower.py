@@ -19,7 +19,7 @@ from llmc.codegen.tvm.context import LowerContext, LowerOptions, node_tag
 from llmc.codegen.tvm.registry import lowering
 from llmc.errors import TargetError, UnsupportedOpError
 from llmc.ir import shapes as S
-from llmc.ir.graph import Graph, Node, Value
+from llmc.ir.graph import Graph, Value
 from llmc.ir.types import TensorType
 
 

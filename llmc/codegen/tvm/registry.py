@@ -40,5 +40,12 @@ def lowered_ops() -> set[str]:
 
 def _load() -> None:
     from llmc.codegen.tvm import (  # noqa: F401  (each module registers its lowerings)
-        ops_elementwise, ops_fused, ops_linalg, ops_nn, ops_quant, ops_reduce, ops_shape, ops_transformer,
+        ops_elementwise,
+        ops_fused,
+        ops_linalg,
+        ops_nn,
+        ops_quant,
+        ops_reduce,
+        ops_shape,
+        ops_transformer,
     )

@@ -19,7 +19,6 @@ from llmc.codegen.tvm.build import SERIAL_ATTR
 from llmc.targets.gpu.cpu_rules import SCHEDULE_ERRORS
 
 
-
 class SerialKernel(dl.ScheduleRule):
     """Run the whole kernel in one GPU thread: every block computed under one unit loop."""
 

@@ -7,9 +7,9 @@ import os
 
 os.environ.setdefault("TVM_NUM_THREADS", "1")
 
-import pytest  # noqa: E402
+import pytest
 
-import llmc.api  # noqa: E402
+import llmc.api
 
 
 @pytest.fixture(scope="session")
