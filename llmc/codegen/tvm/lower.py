@@ -117,18 +117,18 @@ def _build_fused_bodies(ctx: LowerContext, graph: Graph, prefix: str, tag: str |
     for node in graph.nodes:
         if node.op != "fused":
             continue
-        node_tag_ = tag or ctx.tags[id(node)]
+        fused_tag = tag or ctx.tags[id(node)]
         body, body_prefix = node.attrs["body"], f"{prefix}{node.name}/"
-        _build_fused_bodies(ctx, body, body_prefix, node_tag_)
+        _build_fused_bodies(ctx, body, body_prefix, fused_tag)
         weights = [k for k in body_constants(body, body_prefix) if isinstance(ctx.consts[k], relax.Var)]
         inner = ctx.derive(pack_weights=0)
         params = [relax.Var(f"x{i}", ctx.struct(v.type)) for i, v in enumerate(body.inputs)]
         params += [relax.Var(f"w{i}", ctx.consts[k].ty) for i, k in enumerate(weights)]
         inner.consts.update(zip(weights, params[len(body.inputs):]))
-        with ctx.bb.function(f"fused_{node_tag_}", params, attrs={"Primitive": True}, private=True):
+        with ctx.bb.function(f"fused_{fused_tag}", params, attrs={"Primitive": True}, private=True):
             with ctx.bb.dataflow():
                 env = {id(v): p for v, p in zip(body.inputs, params)}
-                outs = emit_nodes(inner, body, env, prefix=body_prefix, tag=node_tag_)
+                outs = emit_nodes(inner, body, env, prefix=body_prefix, tag=fused_tag)
                 result = ctx.bb.emit_output(outs[0] if len(outs) == 1 else relax.Tuple(outs))
             gvar = ctx.bb.emit_func_output(result)
         ctx.fused[id(node)] = (gvar, weights)

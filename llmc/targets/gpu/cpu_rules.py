@@ -32,7 +32,7 @@ SCHEDULE_ERRORS = (RuntimeError, ValueError, AssertionError)
 
 MR = 4                 # rows of the register tile
 PANEL_VECTORS = 4      # vectors per output panel (NR = PANEL_VECTORS * lanes)
-MIN_PARALLEL_WORK = 4096  # elements; smaller kernels run on one thread
+MIN_PARALLEL_TASKS = 64  # fewer outer iterations than this run on one thread (launch cost > work)
 
 
 def lanes(target, dtype_bits: int = 32) -> int:
@@ -50,23 +50,13 @@ def _extent(sch, loop) -> int | tirx.PrimExpr:
     return int(e) if isinstance(e, tirx.IntImm) else e
 
 
-def _work(sch, loops) -> int | None:
-    total = 1
-    for loop in loops:
-        e = _extent(sch, loop)
-        if not isinstance(e, int):
-            return None
-        total *= e
-    return total
-
-
 def _parallel(sch, loops) -> None:
-    """Fuse ``loops`` and run them in parallel if there is enough work (or it is symbolic)."""
+    """Fuse ``loops`` and run them in parallel if there are enough iterations (or a symbolic count)."""
     if not loops:
         return
     fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
-    work = _work(sch, [fused])
-    if work is None or work >= MIN_PARALLEL_WORK // 64:
+    tasks = _extent(sch, fused)
+    if not isinstance(tasks, int) or tasks >= MIN_PARALLEL_TASKS:
         sch.parallel(fused)
 
 
