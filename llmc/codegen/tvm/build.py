@@ -57,8 +57,12 @@ def optimize(lowered: Lowered, target: tvm.target.Target) -> tuple[tvm.IRModule,
         keys = {}
         for func in _relax_functions(mod):
             keys.update(trace.call_tir_keys(func))
+        unfused = mod
         mod = relax.transform.FuseOps()(mod)
         tags = trace.kernel_tags(mod, keys)
+        for name in _entry_functions(mod):
+            for kernel, more in trace.absorbed_tags(mod, unfused[name], mod[name], keys).items():
+                tags.setdefault(kernel, set()).update(more)
         mod = tvm.transform.Sequential([relax.transform.FuseTIR(), relax.transform.DeadCodeElimination()])(mod)
     origins = {k: sorted({lowered.origins[t] for t in v if t in lowered.origins}) for k, v in tags.items()}
     return mod, origins
@@ -80,6 +84,10 @@ def build(lowered: Lowered, target: tvm.target.Target, schedule: tvm.transform.P
     executable = tvm.compile(mod, target, relax_pipeline=rest)
     kernels = {k: origins.get(k, []) for k in sorted(set(calls) | set(load_calls))}
     return Built(executable, calls, load_calls, kernels, has_transform, unscheduled, serial)
+
+
+def _entry_functions(mod: tvm.IRModule) -> list[str]:
+    return [g.name_hint for g in mod.get_global_vars() if g.name_hint in ("main", TRANSFORM_PARAMS)]
 
 
 def _relax_functions(mod: tvm.IRModule):

@@ -6,6 +6,7 @@ the next named binding (nested calls are emitted just before their parent). ``Fu
 the names of the bindings it moves into a fused function, except the function's result, which
 it renames; that binding is found again by its callee and argument names, which ``FuseOps``
 preserves (a fused function's parameters keep the names of the values passed to them).
+``FuseOps`` also shares one function between identical groups (``absorbed_tags``).
 """
 
 from __future__ import annotations
@@ -54,6 +55,48 @@ def kernel_tags(mod: ir.IRModule, keys: dict[tuple, str]) -> dict[str, set[str]]
             tags = out.setdefault(kernel, set())
             if tag is not None:
                 tags.add(tag)
+    return out
+
+
+def absorbed_tags(mod: ir.IRModule, before: relax.Function, after: relax.Function,
+                  keys: dict[tuple, str]) -> dict[str, set[str]]:
+    """Fused function -> tags of the bindings ``FuseOps`` absorbed into each call of it.
+
+    ``FuseOps`` makes one function for identical groups (the same block in every layer), so a
+    function body names only its first group's nodes. Each call's group is found in ``before``
+    (the caller before ``FuseOps``): walking its vanished bindings in order, those computed from
+    the call's arguments and from the group's earlier members, as many as the body has bindings.
+    """
+    kept = {b.var.name for b in _bindings(after)}
+    absorbed = [(b.var.name, b.value) for b in _bindings(before) if b.var.name not in kept]
+    claimed: set[str] = set()
+    out: dict[str, set[str]] = {}
+    for binding in _bindings(after):
+        value = binding.value
+        if not (isinstance(value, relax.Call) and isinstance(value.op, ir.GlobalVar)):
+            continue
+        size = sum(1 for _ in _bindings(mod[value.op]))
+        known, members = _var_uses(value), []
+        for name, member in absorbed:
+            uses = _var_uses(member)
+            if name not in claimed and uses and uses <= known:
+                members.append((name, member))
+                known.add(name)
+                if len(members) == size:
+                    break
+        claimed.update(name for name, _ in members)
+        tags = {t for name, member in members if (t := _tag(name) or keys.get(_call_key(member))) is not None}
+        out.setdefault(value.op.name_hint, set()).update(tags)
+    return out
+
+
+def _var_uses(value) -> set[str]:
+    args = value.args if isinstance(value, relax.Call) else getattr(value, "fields", [])
+    out = set()
+    for a in args:
+        for item in getattr(a, "fields", [a]):
+            if isinstance(item, relax.Var):
+                out.add(item.name)
     return out
 
 
