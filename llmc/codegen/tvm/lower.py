@@ -22,6 +22,8 @@ from llmc.ir import shapes as S
 from llmc.ir.graph import Graph, Value
 from llmc.ir.types import TensorType
 
+FUSED_PREFIX = "llmc_fused_"  # the kernel of a fused IR node: llmc_fused_<node tag>
+
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -125,7 +127,7 @@ def _build_fused_bodies(ctx: LowerContext, graph: Graph, prefix: str, tag: str |
         params = [relax.Var(f"x{i}", ctx.struct(v.type)) for i, v in enumerate(body.inputs)]
         params += [relax.Var(f"w{i}", ctx.consts[k].ty) for i, k in enumerate(weights)]
         inner.consts.update(zip(weights, params[len(body.inputs):]))
-        with ctx.bb.function(f"fused_{fused_tag}", params, attrs={"Primitive": True}, private=True):
+        with ctx.bb.function(f"{FUSED_PREFIX}{fused_tag}", params, attrs={"Primitive": True}, private=True):
             with ctx.bb.dataflow():
                 env = {id(v): p for v, p in zip(body.inputs, params)}
                 outs = emit_nodes(inner, body, env, prefix=body_prefix, tag=fused_tag)

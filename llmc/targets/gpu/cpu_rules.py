@@ -60,6 +60,11 @@ def _parallel(sch, loops) -> None:
         sch.parallel(fused)
 
 
+def inline_elementwise(sch) -> None:
+    """Inline every elementwise block that is not a function output into its consumers."""
+    _inline_all(sch, None)
+
+
 def _inline_all(sch, keep) -> None:
     """Inline every block but ``keep`` and the function's outputs into its neighbours."""
     changed = True

@@ -16,6 +16,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir import dlight as dl
 
 from llmc.codegen.tvm.build import SERIAL_ATTR
+from llmc.codegen.tvm.lower import FUSED_PREFIX
 from llmc.targets.gpu.cpu_rules import SCHEDULE_ERRORS
 
 
@@ -71,8 +72,56 @@ def gpu_rules() -> list[dl.ScheduleRule]:
 
 
 def gpu_schedule() -> tvm.transform.Pass:
-    """Schedule every kernel; a rule that raises on a kernel is skipped for the next one."""
-    return dl.ApplyDefaultSchedule(*[_Guarded(rule) for rule in gpu_rules()])
+    """Schedule every kernel with the first rule that applies (a rule that raises does not apply).
+
+    The kernel of a fused IR node is first offered to the rules as one launch: its elementwise
+    steps inlined (so dlight sees one epilogue), and a schedule that splits it into several
+    grid launches refused. If no rule makes one launch of it, it takes the first rule that
+    applies at all (dlight then launches it as a few grids, in order; ``SerialKernel`` cannot
+    help there: a single thread would need the kernel's intermediates, of symbolic size, in
+    global memory, which CUDA code cannot allocate).
+    """
+
+    @tvm.transform.module_pass(opt_level=0, name="LlmcGpuSchedule")
+    def schedule(mod, _ctx):
+        target = tvm.target.Target.current()
+        general = [_Guarded(rule) for rule in gpu_rules()]
+        one_launch = [_Guarded(_OneLaunch(rule)) for rule in gpu_rules() if not isinstance(rule, SerialKernel)]
+        for gvar, func in list(mod.functions_items()):
+            if not isinstance(func, tirx.PrimFunc) or (func.attrs and func.attrs.get("tirx.is_scheduled")):
+                continue
+            for rule in (one_launch + general) if gvar.name_hint.startswith(FUSED_PREFIX) else general:
+                sch = rule.apply(func, target, False)
+                if sch is not None:
+                    mod[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+                    break
+        return mod
+
+    return schedule
+
+
+class _OneLaunch(dl.ScheduleRule):
+    """``rule`` on the kernel with its elementwise steps inlined, accepted only as one launch."""
+
+    def __init__(self, rule: dl.ScheduleRule):
+        self.rule = rule
+
+    def apply(self, func, target, tunable):
+        from llmc.targets.gpu.cpu_rules import inline_elementwise
+
+        sch = s_tir.Schedule(func)
+        inline_elementwise(sch)
+        result = self.rule.apply(sch.mod["main"], target, tunable)
+        return result if result is None or _launches(result.mod["main"]) == 1 else None
+
+
+def _launches(func) -> int:
+    """Device kernels a scheduled PrimFunc becomes: one per loop nest bound to blockIdx.x."""
+    count = []
+    tvm_ffi.structural_walk(func.body, (tirx.For, lambda f: count.append(
+        f.kind == tirx.ForKind.THREAD_BINDING and f.thread_binding is not None
+        and f.thread_binding.thread_tag == "blockIdx.x")))
+    return sum(count)
 
 
 class _Guarded(dl.ScheduleRule):
@@ -98,7 +147,15 @@ def _thread_bound(func) -> bool:
 
 
 def _static_scratch(func) -> bool:
-    """Every shared/local buffer the kernel allocates has a constant size."""
+    """Every shared/local buffer the kernel allocates has a constant size once TVM has compacted
+    it to the region each thread block uses (as the build will)."""
+    mod = tvm.transform.Sequential([
+        s_tir.transform.LowerCrossThreadReduction(),
+        s_tir.transform.LowerInitBlock(),
+        s_tir.transform.PlanAndUpdateBufferAllocationLocation(),
+        s_tir.transform.ConvertBlocksToOpaque(),
+        s_tir.transform.CompactBufferAllocation(),
+    ])(tvm.IRModule({"main": func}))
     sizes = []
 
     def visit(block):
@@ -106,5 +163,5 @@ def _static_scratch(func) -> bool:
             if buf.scope() != "global":
                 sizes.append(all(isinstance(d, tirx.IntImm) for d in buf.shape))
 
-    tvm_ffi.structural_walk(func.body, (s_tir.SBlock, visit))
+    tvm_ffi.structural_walk(mod["main"].body, (s_tir.SBlock, visit))
     return all(sizes)

@@ -6,6 +6,7 @@ from tvm_checks import mismatches, needs_gpu
 from tvm_op_graph import inputs
 
 import llmc.api
+from llmc.codegen.tvm.lower import FUSED_PREFIX
 from llmc.errors import TargetError, UnsupportedOpError
 from llmc.ir.interpreter import run
 from llmc.targets.gpu import device_code
@@ -46,13 +47,17 @@ def test_every_op_compiles_for_sm90_with_embedded_device_code(cuda_ops):
 
 
 def test_fused_nodes_are_one_tir_kernel_each(cuda_ops):
-    """One TIR kernel per fused node, with device code; dlight may launch it as a few grid
-    launches (its matmul and reduction schedules split epilogues), counted in launches_per_call."""
+    """One TIR kernel per fused node, with device code. A matmul with its epilogue is one grid
+    launch; a body with two reductions (matmul then softmax) is launched as dlight's grids in
+    order (no single-launch GPU schedule for it), counted in launches_per_call."""
     graph, _, art = cuda_ops
     device_kernels = art.manifest["payload"]["device_code"]["device_kernels"]
-    fused = [k for k in art.manifest["payload"]["kernels"] if k.startswith("fused_n")]
-    assert len(fused) == len([n for n in graph.nodes if n.op == "fused"])
-    assert all(device_code.kernels_of(k, device_kernels) for k in fused)
+    kernels = {k: v for k, v in art.manifest["payload"]["kernels"].items() if k.startswith(FUSED_PREFIX)}
+    assert len(kernels) == len([n for n in graph.nodes if n.op == "fused"])
+    assert all(device_code.kernels_of(k, device_kernels) for k in kernels)
+    mlp = next(n.name for n in graph.nodes if n.op == "fused" and n.attrs["body"].name == "mlp")
+    (kernel,) = [k for k, origins in kernels.items() if origins == [mlp]]
+    assert len(device_code.kernels_of(kernel, device_kernels)) == 1
 
 
 def test_weights_are_cast_at_compile_time(cuda_ops):

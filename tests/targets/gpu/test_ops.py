@@ -5,6 +5,7 @@ import pytest
 from tvm_checks import library_kernels, mismatches
 from tvm_op_graph import inputs
 
+from llmc.codegen.tvm.lower import FUSED_PREFIX
 from llmc.codegen.tvm.registry import lowered_ops
 from llmc.errors import InputError
 from llmc.ir.interpreter import run
@@ -46,7 +47,7 @@ def test_fused_nodes_are_one_kernel_each(cpu_ops):
     graph, _, art = cpu_ops
     payload = art.manifest["payload"]
     fused = [n for n in graph.nodes if n.op == "fused"]
-    kernels = {k: v for k, v in payload["kernels"].items() if k.startswith("fused_n")}
+    kernels = {k: v for k, v in payload["kernels"].items() if k.startswith(FUSED_PREFIX)}
     assert len(kernels) == len(fused)
     assert sorted(o for origins in kernels.values() for o in origins) == sorted(n.name for n in fused)
 
