@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 import torch
-from test_cuda import check_device_code
+from test_tvm_cuda import check_device_code
 from tvm_checks import mismatches
 
 from llmc import examples
