@@ -3,6 +3,7 @@
 Most tests call ``main(argv)`` in-process (fast); one runs the installed ``llmc`` script.
 """
 
+import argparse
 import contextlib
 import io
 import json
@@ -180,3 +181,12 @@ def test_ci_runs_the_readme_commands():
     ci = (Path(__file__).parents[1] / ".ci" / "run").read_text().splitlines()
     assert setup in ci and tests in ci
     assert "pip install torch==2.13.0" in setup and "set -euo pipefail" in ci
+
+
+def test_target_option_flags_reach_the_target(tmp_path, capsys):
+    from llmc.cli.commands import target_options as merge
+
+    args = argparse.Namespace(option=[("nvcc", "/x/nvcc")], arch="sm_90", dtype=None, cpu=None)
+    assert merge(args) == {"nvcc": "/x/nvcc", "arch": "sm_90"}
+    code, _, err = cli(capsys, "compile", "small-cnn", "-o", tmp_path / "a", "--arch", "sm_90")
+    assert code == 1 and "no option(s) ['arch']" in err and not (tmp_path / "a").exists()

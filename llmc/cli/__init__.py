@@ -12,6 +12,14 @@ import warnings
 from llmc.cli import args as A
 
 
+# Target options common enough to have their own flags (any other: --option K=V).
+TARGET_OPTION_FLAGS = {
+    "arch": "GPU architecture (cuda: sm_80, sm_86, sm_89, sm_90, sm_90a)",
+    "dtype": "compute dtype (float32, float16, bfloat16)",
+    "cpu": "LLVM CPU name (cpu target; detected when omitted)",
+}
+
+
 def _parser() -> argparse.ArgumentParser:
     from llmc.cli.commands import compile_cmd, inspect_cmd, targets_cmd
     from llmc.cli.run import run_cmd
@@ -28,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("-O", dest="opt_level", default="O1", metavar="LEVEL", help="optimization level: -O0, -O1 (default)")
     c.add_argument("--verify", action="store_true", help="verify the graph after every pass")
     c.add_argument("--option", type=A.option, action="append", metavar="K=V", help="a target option")
+    for flag, meaning in TARGET_OPTION_FLAGS.items():
+        c.add_argument(f"--{flag}", help=f"same as --option {flag}=VALUE: {meaning}")
     _shape_flags(c, dynamic=True)
     c.set_defaults(func=compile_cmd)
 

@@ -10,6 +10,15 @@ from llmc.cli.args import dynamic_dict, shapes_dict
 from llmc.codegen.report import Table, count, nbytes, pass_label
 
 
+def target_options(a) -> dict[str, str]:
+    """--option K=V pairs plus the shorthand flags (--arch, --dtype, --cpu) that were given."""
+    from llmc.cli import TARGET_OPTION_FLAGS
+
+    options = dict(a.option or [])
+    options.update({k: getattr(a, k) for k in TARGET_OPTION_FLAGS if getattr(a, k) is not None})
+    return options
+
+
 def compile_cmd(a) -> int:
     from llmc import api
 
@@ -17,7 +26,7 @@ def compile_cmd(a) -> int:
         art = api.compile(
             a.model, a.target, output=a.output, opt_level=a.opt_level, input_shapes=shapes_dict(a.input_shape),
             dynamic=dynamic_dict(a.dynamic), verify=a.verify, sizes=dict(a.size or []), progress=update,
-            **dict(a.option or []),
+            **target_options(a),
         )
     model = art.manifest["model"]
     show.line(f"wrote {art.path} (target {art.target}, {art.manifest['opt_level']}): "
