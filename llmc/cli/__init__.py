@@ -11,7 +11,6 @@ import warnings
 
 from llmc.cli import args as A
 
-
 # Target options common enough to have their own flags (any other: --option K=V).
 TARGET_OPTION_FLAGS = {
     "arch": "GPU architecture (cuda: sm_80, sm_86, sm_89, sm_90, sm_90a)",
