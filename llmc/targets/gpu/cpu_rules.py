@@ -84,6 +84,15 @@ def _inline_all(sch, keep) -> None:
                 continue
 
 
+
+def _open(func, target):
+    """A schedule of ``func`` and its normalized blocks, or (None, None) when not an llvm PrimFunc
+    (the infos are also None when TVM cannot normalize the function)."""
+    if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+        return None, None
+    sch = s_tir.Schedule(func)
+    return sch, normalize_prim_func(sch)
+
 class Dense(dl.ScheduleRule):
     """Register-tiled matrix product with fused epilogue (see module docstring).
 
@@ -94,10 +103,7 @@ class Dense(dl.ScheduleRule):
     """
 
     def apply(self, func, target, _tunable):
-        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
-            return None
-        sch = s_tir.Schedule(func)
-        infos = normalize_prim_func(sch)
+        sch, infos = _open(func, target)
         if infos is None:
             return None
         reductions = [b for b in infos if not b.is_injective()]
@@ -181,10 +187,7 @@ class Conv(dl.ScheduleRule):
     accumulated in registers over the whole reduction, (n, channel tile, row) in parallel."""
 
     def apply(self, func, target, _tunable):
-        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
-            return None
-        sch = s_tir.Schedule(func)
-        infos = normalize_prim_func(sch)
+        sch, infos = _open(func, target)
         if infos is None:
             return None
         reductions = [b for b in infos if not b.is_injective()]
@@ -229,10 +232,7 @@ class RowReduction(dl.ScheduleRule):
     """One reduction block (after inlining): parallel over its leading spatial loops."""
 
     def apply(self, func, target, _tunable):
-        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
-            return None
-        sch = s_tir.Schedule(func)
-        infos = normalize_prim_func(sch)
+        sch, infos = _open(func, target)
         if infos is None:
             return None
         _inline_all(sch, None)
@@ -252,10 +252,7 @@ class Elementwise(dl.ScheduleRule):
     """Injective kernels: one loop nest, parallel outside, vectorized inside."""
 
     def apply(self, func, target, _tunable):
-        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
-            return None
-        sch = s_tir.Schedule(func)
-        infos = normalize_prim_func(sch)
+        sch, infos = _open(func, target)
         if infos is None or not all(b.is_injective() for b in infos):
             return None
         _inline_all(sch, None)
