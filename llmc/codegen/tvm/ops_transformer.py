@@ -5,20 +5,28 @@
 grouped-query heads need no copies of K/V, because query heads ``h = kv * G + g`` reshape to
 ``[B, Hkv, G * S, D]`` and meet their KV head in one batched matmul. The causal mask is a TE
 kernel comparing key position ``t`` with the query's absolute position ``s + (T - S)`` (so a KV
-cache of ``T - S`` past tokens works); TVM fuses it into the score matmul's epilogue.
+cache of ``T - S`` past tokens works); TVM fuses it into the score matmul's epilogue. With
+``kv_len`` set, k and v are preallocated caches and their first ``kv_len`` positions are read.
+
+``kv_update`` is a TIR kernel called with ``call_tir_inplace``: it writes the new positions
+into the cache buffer it is given and returns that buffer, so a step copies only its own keys.
 """
 
 from __future__ import annotations
 
 import math
 
-from tvm import te, tirx
+from tvm import relax, te, tirx
 from tvm.relax import op as R
+from tvm.script import tirx as T
 
 from llmc.codegen.tvm.context import as_f32
 from llmc.codegen.tvm.ops_reduce import softmax_of
+from llmc.codegen.tvm.ops_shape import offset_view
 from llmc.codegen.tvm.registry import lowers
+from llmc.ir import shapes as S
 from llmc.ir.dtypes import DType
+from llmc.ir.ops.transformer import kv_length
 
 
 @lowers("embedding")
@@ -61,9 +69,11 @@ def rope(ctx, node, args):
 def attention(ctx, node, args):
     q_t, k_t, v_t = (v.type for v in node.inputs[:3])
     b, hq, s, d = q_t.shape
-    hkv, t, dv = k_t.shape[1], k_t.shape[2], v_t.shape[3]
+    hkv, t, dv = k_t.shape[1], kv_length(k_t, node.attrs), v_t.shape[3]
     group = hq // hkv
     q, k, v = args[:3]
+    if not S.same(node.attrs["kv_len"], 0):
+        k, v = (offset_view(ctx, x, (*k_t.shape[:2], t, k_t.shape[3]), {}, "kv_read") for x in (k, v))
     dtype = q_t.dtype
     scale = node.attrs["scale"] or 1.0 / math.sqrt(d)
 
@@ -91,3 +101,30 @@ def _causal(scores):
     neg_inf = tirx.const(-math.inf, scores.dtype)
     return te.compute(scores.shape, lambda b, h, i, j: tirx.if_then_else(
         j <= i + (t_len - s_len), scores[b, h, i, j], neg_inf), name="causal_mask")
+
+
+@lowers("kv_update")
+def kv_update(ctx, node, args):
+    cache_t = ctx.out_type(node)
+    _, heads, length, dim = cache_t.shape
+    func = _kv_write_kernel(T.int64(heads), T.int64(length), T.int64(dim), ctx.dtype(cache_t.dtype))
+    gvar = ctx.bb.add_func(func, "kv_update")
+    end = relax.prim_value(ctx.dim(node.attrs["end"]))
+    return relax.call_tir_inplace(gvar, [args[0], args[1], end], 0, ctx.struct(cache_t))
+
+
+def _kv_write_kernel(heads, length, dim, dtype: str):
+    """cache[:, :, end - s + i] = new[:, :, i], in place; opaque, so TVM fuses nothing into it."""
+
+    @T.prim_func(private=True, s_tir=True)
+    def kv_update(var_cache: T.handle, var_new: T.handle, end: T.int64):
+        T.func_attr({"tirx.noalias": True, "op_pattern": 8})
+        b, s = T.int64(), T.int64()
+        cache = T.match_buffer(var_cache, (b, heads, length, dim), dtype)
+        new = T.match_buffer(var_new, (b, heads, s, dim), dtype)
+        for i0, i1, i2, i3 in T.grid(b, heads, s, dim):
+            with T.sblock("kv_write"):
+                v0, v1, v2, v3 = T.axis.remap("SSSS", [i0, i1, i2, i3])
+                cache[v0, v1, end - s + v2, v3] = new[v0, v1, v2, v3]
+
+    return kv_update

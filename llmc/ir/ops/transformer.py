@@ -1,4 +1,4 @@
-"""The ops LLMs are written in: embedding, rotary position embedding, attention."""
+"""The ops LLMs are written in: embedding, rotary position embedding, attention, KV-cache writes."""
 
 from __future__ import annotations
 
@@ -72,10 +72,13 @@ class Rope:
 
 
 @op("attention", inputs=("q", "k", "v", "mask"), optional=1, kind="attention",
-    attrs={"causal": Attr("bool", False), "scale": Attr("float", 0.0, "0 means 1/sqrt(head_dim)")})
+    attrs={"causal": Attr("bool", False), "scale": Attr("float", 0.0, "0 means 1/sqrt(head_dim)"),
+           "kv_len": Attr("dim", 0, "attend to the first kv_len keys only (a preallocated cache); 0 = all")})
 class Attention:
     """softmax(q k^T * scale + mask) v over q [B, Hq, S, D], k [B, Hkv, T, D], v [B, Hkv, T, Dv].
 
+    With `kv_len` set, k and v are preallocated caches [B, Hkv, M, D] and only their first
+    T = kv_len positions take part (the mask then covers T keys, not M).
     Grouped-query: Hq is a multiple of Hkv and query head h reads kv head h // (Hq / Hkv).
     `mask` is bool (True keeps) or additive float, broadcast to [B, Hq, S, T]. `causal` lets
     query i (absolute position T - S + i, so a KV cache of T - S past tokens works) see keys <= it.
@@ -96,12 +99,14 @@ class Attention:
             raise ShapeError(f"attention has {hq} query heads, not a multiple of {hkv} kv heads")
         if len(types) == 4:
             mask = types[3]
-            S.broadcast(mask.shape, (q.shape[0], hq, q.shape[2], k.shape[2]))
+            S.broadcast(mask.shape, (q.shape[0], hq, q.shape[2], kv_length(k, attrs)))
         return [TensorType(q.dtype, (q.shape[0], hq, q.shape[2], v.shape[3]))]
 
     @staticmethod
     def reference(xs, attrs):
         q, k, v = (_wide(a) for a in xs[:3])
+        if attrs["kv_len"]:
+            k, v = k[:, :, : attrs["kv_len"]], v[:, :, : attrs["kv_len"]]
         b, hq, s, d = q.shape
         hkv, t = k.shape[1], k.shape[2]
         group = hq // hkv
@@ -125,5 +130,47 @@ class Attention:
     @staticmethod
     def cost(types, outs, attrs):
         q, k, v = types[:3]
-        flops = 2 * q.numel * k.shape[2] + 2 * outs[0].numel * k.shape[2] + 5 * q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2]
-        return Cost(flops=S.dim(flops), bytes=S.dim(sum(t.numel * t.dtype.itemsize for t in [*types, *outs])))
+        t = kv_length(k, attrs)
+        flops = 2 * q.numel * t + 2 * outs[0].numel * t + 5 * q.shape[0] * q.shape[1] * q.shape[2] * t
+        read = [q, *(kv.with_shape((*kv.shape[:2], t, kv.shape[3])) for kv in (k, v)), *types[3:]]
+        return Cost(flops=S.dim(flops), bytes=S.dim(sum(x.numel * x.dtype.itemsize for x in [*read, *outs])))
+
+
+def kv_length(k: TensorType, attrs: dict) -> S.Dim:
+    """How many keys an attention node reads: ``kv_len``, or all of ``k`` when it is 0."""
+    return k.shape[2] if S.same(attrs["kv_len"], 0) else attrs["kv_len"]
+
+
+@op("kv_update", inputs=("cache", "new"), kind="other",
+    attrs={"end": Attr("dim", doc="the write ends here: positions [end - S, end) receive `new`")})
+class KvUpdate:
+    """Write `new` [B, H, S, D] into a preallocated `cache` [B, H, M, D] at positions [end - S, end).
+
+    The result is the cache itself, updated in place: nothing else may read the `cache` input
+    (a generation graph takes each cache as an input and returns the update as an output, so
+    the runtime keeps one buffer per cache and a decode step copies one position, not the cache).
+    """
+
+    @staticmethod
+    def infer(types, attrs):
+        cache, new = types
+        if cache.rank != 4 or new.rank != 4 or cache.dtype != new.dtype:
+            raise ShapeError(f"kv_update needs a 4-D cache and update of one dtype, got {cache} and {new}")
+        for axis in (0, 1, 3):
+            if not S.same(cache.shape[axis], new.shape[axis]):
+                raise ShapeError(f"kv_update: the update {new} does not fit the cache {cache} on axis {axis}")
+        return [cache]
+
+    @staticmethod
+    def reference(xs, attrs):
+        cache, new = xs
+        end, size = attrs["end"], new.shape[2]
+        if not size <= end <= cache.shape[2]:
+            raise ShapeError(f"kv_update writes positions [{end - size}, {end}) of a cache of {cache.shape[2]}",
+                             hint="the context is longer than the cache: compile with a larger --max-seq-len")
+        cache[:, :, end - size: end] = new
+        return cache
+
+    @staticmethod
+    def cost(types, outs, attrs):
+        return Cost(flops=0, bytes=S.dim(2 * types[1].numel * types[1].dtype.itemsize))
