@@ -16,9 +16,13 @@ import numpy as np
 
 from llmc.codegen.artifact import check_output, read_artifact, write_artifact
 from llmc.codegen.target import Target, all_targets, get_target
-from llmc.errors import WeightsNotMaterialized
+from llmc.errors import ArtifactError, InputError, WeightsNotMaterialized
+from llmc.frontend.causal import generation_section, is_generation_model, load_causal_lm
 from llmc.frontend.load import Dynamic, InputShapes, load_model
 from llmc.ir.graph import Graph
+
+
+DEFAULT_PREFILL_CHUNK = 256
 
 
 class Artifact:
@@ -76,6 +80,41 @@ class Artifact:
             return interpreter.run(self.graph, inputs)
         return target.run(self.path, inputs)
 
+    def generator(self, *, reference: bool = False):
+        """A ``llmc.runtime.generate.Generator`` over this generation artifact (target runtime or interpreter)."""
+        from llmc.runtime.generate import GenerationSpec, Generator, ReferenceRunner
+
+        section = self.manifest.get("generation")
+        if section is None:
+            raise ArtifactError(f"{self.path} holds one forward pass, not a generation step",
+                                hint="compile a GGUF file or a causal LM with generation=True (--generation)")
+        target = self.runtime(reference=reference)
+        runner = ReferenceRunner(self.graph) if target is None or target.name == "reference" else \
+            target.step_runner(self.path)
+        tokenizer = None
+        if section.get("tokenizer"):
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(str(self.path / section["tokenizer"]), local_files_only=True)
+        return Generator(runner, GenerationSpec.from_manifest(section), tokenizer)
+
+    def generate(self, prompt, *, max_new_tokens: int = 64, temperature: float = 0.0, top_k: int = 0,
+                 top_p: float = 1.0, seed: int = 0, stop=(), chat: bool = False, reference: bool = False):
+        """Generate from ``prompt`` (text, token ids, or a batch of either); a ``Generation`` with
+        ``.text``/``.texts``, ``.ids`` and ``.stats``. ``stream`` is the token-by-token form."""
+        from llmc.runtime.sampling import Sampling
+
+        return self.generator(reference=reference).generate(
+            prompt, max_new_tokens=max_new_tokens, sampling=Sampling(temperature, top_k, top_p, seed), stop=stop, chat=chat)
+
+    def stream(self, prompt, *, max_new_tokens: int = 64, temperature: float = 0.0, top_k: int = 0,
+               top_p: float = 1.0, seed: int = 0, stop=(), chat: bool = False, reference: bool = False):
+        """Iterate over ``Piece``s (token id, the text it adds) as each token is chosen."""
+        from llmc.runtime.sampling import Sampling
+
+        return self.generator(reference=reference).stream(
+            prompt, max_new_tokens=max_new_tokens, sampling=Sampling(temperature, top_k, top_p, seed), stop=stop, chat=chat)
+
     def __repr__(self) -> str:
         return f"<llmc.Artifact {self.path} target={self.target}>"
 
@@ -92,9 +131,18 @@ def compile(
     verify: bool = False,
     sizes: Mapping[str, int] | None = None,
     progress: Callable[[str], None] | None = None,
+    generation: bool | None = None,
+    max_seq_len: int | None = None,
+    prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
+    all_logits: bool = False,
     **target_options,
 ) -> Artifact:
     """Capture ``model`` (any form ``load_model`` takes), optimize it and write its artifact.
+
+    ``generation`` compiles a decoder-only LLM's generation step (``llmc.frontend.decoder``:
+    KV cache of ``max_seq_len`` positions, prompts in chunks of ``prefill_chunk`` tokens,
+    logits of the last position, or of every position with ``all_logits``) instead of its
+    forward pass; None means: for GGUF files and built-in LLMs. ``Artifact.generate`` runs it.
 
     ``output`` is the artifact folder (written atomically; default: a new temporary folder the
     caller owns). ``opt_level`` names the target's pipeline ("O0", "O1", ...; "1" also works).
@@ -112,7 +160,15 @@ def compile(
     try:
         check_output(out)
         step(f"capturing {model if isinstance(model, (str, Path)) else type(model).__name__}")
-        graph = load_model(model, example_inputs=example_inputs, input_shapes=input_shapes, dynamic=dynamic)
+        sections = {}
+        if generation or (generation is None and is_generation_model(model)):
+            if input_shapes or dynamic or example_inputs is not None:
+                raise InputError("a generation artifact has fixed inputs (ids, positions, mask, caches)",
+                                 hint="leave out input shapes, dynamic dims and example inputs, or pass generation=False")
+            lm = load_causal_lm(model, max_seq_len=max_seq_len, all_logits=all_logits)
+            graph, sections["generation"] = lm.graph, generation_section(lm, prefill_chunk, all_logits)
+        else:
+            graph = load_model(model, example_inputs=example_inputs, input_shapes=input_shapes, dynamic=dynamic)
         require_weights(graph)
         step(f"optimizing ({level}: {', '.join(pipeline) or 'no passes'})")
         from llmc.passes import run_pipeline
@@ -121,7 +177,7 @@ def compile(
         tgt.check(graph, options)
         step(f"lowering for {tgt.name} and writing {out}")
         manifest = write_artifact(graph, out, target=tgt, options=options, opt_level=level, passes=records,
-                                  sizes=dict(sizes or {}))
+                                  sizes=dict(sizes or {}), sections=sections)
     except BaseException:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)

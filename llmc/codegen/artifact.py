@@ -27,7 +27,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -54,11 +54,14 @@ def check_output(out: Path) -> None:
 
 
 def write_artifact(graph: Graph, out: Path, *, target: Target, options: Any, opt_level: str,
-                   passes: Sequence, sizes: dict[str, int] | None = None) -> dict:
+                   passes: Sequence, sizes: dict[str, int] | None = None,
+                   sections: Mapping[str, Callable[[Path], dict]] | None = None) -> dict:
     """Write the artifact of the optimized ``graph`` at ``out``; returns its manifest.
 
     ``passes`` are the ``PassRecord``s of the pipeline that produced ``graph``; ``sizes`` binds
-    symbolic dims for the flops estimates (default 1).
+    symbolic dims for the flops estimates (default 1). ``sections`` adds manifest sections: each
+    function may write files into the (temporary) artifact folder it is given and returns its
+    section (``generation``: the tokenizer files and what the generation loop needs).
     """
     out = Path(out)
     check_output(out)
@@ -66,7 +69,7 @@ def write_artifact(graph: Graph, out: Path, *, target: Target, options: Any, opt
     tmp = _fresh_sibling(out, "llmc-tmp")
     try:
         manifest = _fill(tmp, graph, target=target, options=options, opt_level=opt_level, passes=passes,
-                         sizes=sizes)
+                         sizes=sizes, sections=sections or {})
         _move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -98,7 +101,7 @@ def _fresh_sibling(out: Path, kind: str) -> Path:
             continue
 
 
-def _fill(tmp: Path, graph: Graph, *, target, options, opt_level, passes, sizes) -> dict:
+def _fill(tmp: Path, graph: Graph, *, target, options, opt_level, passes, sizes, sections) -> dict:
     facts = graph_facts(graph, sizes)  # first: a bad size name fails before the long lowering
     serialize.save(graph, tmp)
     payload = target.lower(graph, options, tmp)
@@ -113,6 +116,7 @@ def _fill(tmp: Path, graph: Graph, *, target, options, opt_level, passes, sizes)
         "passes": [r.to_json(timings=False) for r in passes],
         "model": facts,
         "payload": {"files": sorted(payload.files), **payload.manifest},
+        **{name: write(tmp) for name, write in sections.items()},
     }
     (tmp / REPORT).write_text(render_report(manifest))
     manifest["files"] = hash_files(tmp)

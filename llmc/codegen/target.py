@@ -76,6 +76,11 @@ class Target:
         raise TargetError(f"target {self.name} cannot run artifacts on this machine",
                           hint="use `llmc run --reference` to run the artifact's graph on the interpreter")
 
+    def step_runner(self, artifact: Path):
+        """A runner of one generation step (``llmc.runtime.generate``'s runner contract)."""
+        raise TargetError(f"target {self.name} cannot run generation steps on this machine",
+                          hint="generate with --reference to use the interpreter")
+
 
 _TARGETS: dict[str, Target] = {}
 

@@ -127,3 +127,34 @@ def _folder_tokenizer(folder: Path) -> Callable[[Path], None] | None:
         AutoTokenizer.from_pretrained(str(folder), local_files_only=True).save_pretrained(str(out))
 
     return save
+
+
+def is_generation_model(model) -> bool:
+    """True for what ``llmc compile`` turns into a generation artifact by default: GGUF files and
+    the built-in LLM examples."""
+    from llmc.examples import GGUF_EXAMPLES
+
+    return (isinstance(model, str) and model in GGUF_EXAMPLES) or (is_gguf(model) and Path(model).exists())
+
+
+TOKENIZER = "tokenizer"
+
+
+def generation_section(lm: CausalLM, prefill_chunk: int, all_logits: bool) -> Callable[[Path], dict]:
+    """The artifact's ``generation`` manifest section; writes the tokenizer files into ``tokenizer/``."""
+    if not 1 <= prefill_chunk <= lm.max_seq_len:
+        raise InputError(f"--prefill-chunk {prefill_chunk} is outside 1..{lm.max_seq_len} (the cache length)",
+                         hint="give a chunk no longer than --max-seq-len")
+    c = lm.config
+
+    def write(folder: Path) -> dict:
+        if lm.save_tokenizer is not None:
+            lm.save_tokenizer(folder / TOKENIZER)
+        return {
+            "layers": c.layers, "cache_shape": [c.kv_heads, lm.max_seq_len, c.head_dim], "cache_dtype": "float32",
+            "prefill_chunk": prefill_chunk, "max_seq_len": lm.max_seq_len, "all_logits": all_logits,
+            "eos_token_ids": list(c.eos_token_ids), "bos_token_id": c.bos_token_id,
+            "tokenizer": TOKENIZER if lm.save_tokenizer is not None else None, "config": c.to_json(),
+        }
+
+    return write

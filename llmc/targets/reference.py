@@ -36,5 +36,11 @@ class ReferenceTarget(Target):
 
         return interpreter.run(serialize.load(artifact), inputs)
 
+    def step_runner(self, artifact: Path):
+        from llmc.ir import serialize
+        from llmc.runtime.generate import ReferenceRunner
+
+        return ReferenceRunner(serialize.load(artifact))
+
 
 register_target(ReferenceTarget())

@@ -159,14 +159,23 @@ def _first_index(size, start, end, step):
 def offset_view(ctx, x, out_shape, starts: dict, name: str):
     """out[i] = x[i] except x[start + i * step] along the axes in ``starts``."""
     shape = ctx.shape(out_shape)
+    axes = sorted(starts)
+    steps = [starts[a][1] for a in axes]
+    offsets = [starts[a][0] for a in axes]
+    scalars = [i for i, o in enumerate(offsets) if not isinstance(o, tirx.IntImm)]
 
-    def compute(x):
+    def compute(x, *symbolic):  # symbolic starts (``seq - 1``) are passed to the kernel as scalars
+        first = list(offsets)
+        for i, value in zip(scalars, symbolic):
+            first[i] = value
+        at = {a: (f, s) for a, f, s in zip(axes, first, steps)}
+
         def body(*i):
-            return x[tuple(starts[a][0] + i[a] * starts[a][1] if a in starts else i[a] for a in range(len(i)))]
+            return x[tuple(at[a][0] + i[a] * at[a][1] if a in at else i[a] for a in range(len(i)))]
 
         return te.compute(shape, body, name=name)
 
-    return ctx.emit_te(compute, x, name=name)
+    return ctx.emit_te(compute, x, *(offsets[i] for i in scalars), name=name)
 
 
 def _wrap(index, size):

@@ -92,6 +92,33 @@ class Session:
         return tvm.runtime.tensor(np.ascontiguousarray(array.astype(expected, copy=False)), self.device)
 
 
+class StepRunner:
+    """One generation step (``llmc.runtime.generate``'s runner) on a ``Session``.
+
+    The caches are device tensors allocated once per generation; each step passes the same
+    buffers and the module's ``kv_update`` kernels write the step's keys and values into them
+    in place (the step's cache outputs alias its inputs), so nothing is copied between steps.
+    """
+
+    def __init__(self, session: Session):
+        self.session = session
+        self.cache_dtype = _numpy_dtype(session.spec["inputs"][3]["dtype"])
+
+    def new_caches(self, spec, batch: int) -> list:
+        import tvm
+
+        zeros = np.zeros((batch, *spec.cache_shape), self.cache_dtype)
+        return [tvm.runtime.tensor(zeros, self.session.device) for _ in range(2 * spec.layers)]
+
+    def __call__(self, ids: np.ndarray, positions: np.ndarray, mask: np.ndarray, caches: list) -> np.ndarray:
+        import tvm
+
+        s = self.session
+        args = [tvm.runtime.tensor(np.ascontiguousarray(a), s.device) for a in (ids, positions, mask)]
+        logits = s.vm["main"](*args, *caches, *s.params)[0]
+        return logits.numpy().astype(np.float32, copy=False)
+
+
 def _is_torch(value) -> bool:
     return type(value).__module__.startswith("torch")
 

@@ -25,7 +25,7 @@ from llmc.ir.dtypes import DType
 from llmc.ir.graph import Graph
 from llmc.ir.tensor import Weight, write_safetensors
 from llmc.ir.types import TensorType
-from llmc.targets.gpu.runtime import LIBRARY, SPEC, Session
+from llmc.targets.gpu.runtime import LIBRARY, SPEC, Session, StepRunner
 
 WEIGHTS = "weights.safetensors"
 CAST_PARAMS = "params.safetensors"
@@ -96,6 +96,9 @@ class TvmTarget(Target):
 
     def run(self, artifact: Path, inputs) -> dict[str, np.ndarray]:
         return Session(artifact).run(inputs)
+
+    def step_runner(self, artifact: Path) -> StepRunner:
+        return StepRunner(Session(artifact))
 
     # -- what subclasses provide ------------------------------------------------------------
 
