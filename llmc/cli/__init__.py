@@ -1,4 +1,4 @@
-"""The ``llmc`` command: compile, inspect, run, targets.
+"""The ``llmc`` command: compile, inspect, run, generate, targets.
 
 Exit codes: 0 success; 1 an llmc error (one line ``error: ...`` on stderr; ``--debug`` shows the
 traceback) or outputs that differ under ``run --compare-with``; 2 a usage error; 130 interrupted.
@@ -21,6 +21,7 @@ TARGET_OPTION_FLAGS = {
 
 def _parser() -> argparse.ArgumentParser:
     from llmc.cli.commands import compile_cmd, inspect_cmd, targets_cmd
+    from llmc.cli.generate import generate_cmd
     from llmc.cli.run import run_cmd
 
     debug = argparse.ArgumentParser(add_help=False)
@@ -38,6 +39,10 @@ def _parser() -> argparse.ArgumentParser:
     for flag, meaning in TARGET_OPTION_FLAGS.items():
         c.add_argument(f"--{flag}", help=f"same as --option {flag}=VALUE: {meaning}")
     _shape_flags(c, dynamic=True)
+    c.add_argument("--generation", action=argparse.BooleanOptionalAction, default=None,
+                   help="compile an LLM's generation step with a KV cache (default: for GGUF files and LLM examples)")
+    _generation_flags(c)
+    c.add_argument("--all-logits", action="store_true", help="generation step returns logits of every position")
     c.set_defaults(func=compile_cmd)
 
     i = sub.add_parser("inspect", parents=[debug], help="show a model's or an artifact's structure and size")
@@ -58,9 +63,30 @@ def _parser() -> argparse.ArgumentParser:
     _shape_flags(r, dynamic=False)
     r.set_defaults(func=run_cmd)
 
+    g = sub.add_parser("generate", parents=[debug], help="generate text with an LLM (compiled on first use)")
+    g.add_argument("model", metavar="ARTIFACT|MODEL", help="a generation artifact, a .gguf file, an LLM folder or example")
+    g.add_argument("--prompt", help="the prompt text")
+    g.add_argument("--prompt-ids", metavar="1,2,3", help="the prompt as token ids (models without a tokenizer)")
+    g.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+    g.add_argument("--max-new-tokens", type=int, default=64, metavar="N", help="stop after N new tokens (default 64)")
+    g.add_argument("--temperature", type=float, default=0.0, metavar="T", help="0 (default) is greedy")
+    g.add_argument("--top-k", type=int, default=0, metavar="K", help="sample from the K most likely tokens (0: all)")
+    g.add_argument("--top-p", type=float, default=1.0, metavar="P", help="sample from the smallest set of mass P")
+    g.add_argument("--seed", type=int, default=0, help="seed of the sampler")
+    g.add_argument("--stop", action="append", metavar="TEXT", help="stop when the text contains TEXT (repeatable)")
+    g.add_argument("-t", "--target", default="cpu", help="target to compile a model for on first use (default cpu)")
+    g.add_argument("--reference", action="store_true", help="run on the reference interpreter")
+    _generation_flags(g)
+    g.set_defaults(func=generate_cmd)
+
     t = sub.add_parser("targets", parents=[debug], help="list targets and their options")
     t.set_defaults(func=targets_cmd)
     return p
+
+
+def _generation_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-seq-len", type=int, metavar="N", help="KV-cache length (default: the model's, at most 2048)")
+    p.add_argument("--prefill-chunk", type=int, metavar="N", help="prompt tokens per prefill step (default 256)")
 
 
 def _shape_flags(p: argparse.ArgumentParser, *, dynamic: bool) -> None:

@@ -19,6 +19,11 @@ def target_options(a) -> dict[str, str]:
     return options
 
 
+def generation_options(a) -> dict:
+    """--max-seq-len and --prefill-chunk, where given."""
+    return {k: getattr(a, k) for k in ("max_seq_len", "prefill_chunk") if getattr(a, k) is not None}
+
+
 def compile_cmd(a) -> int:
     from llmc import api
 
@@ -26,7 +31,7 @@ def compile_cmd(a) -> int:
         art = api.compile(
             a.model, a.target, output=a.output, opt_level=a.opt_level, input_shapes=shapes_dict(a.input_shape),
             dynamic=dynamic_dict(a.dynamic), verify=a.verify, sizes=dict(a.size or []), progress=update,
-            **target_options(a),
+            generation=a.generation, all_logits=a.all_logits, **generation_options(a), **target_options(a),
         )
     model = art.manifest["model"]
     show.line(f"wrote {art.path} (target {art.target}, {art.manifest['opt_level']}): "

@@ -47,20 +47,33 @@ def load_model(model, *, example_inputs=None, input_shapes: InputShapes | None =
 
 
 def _load_named(model: str | os.PathLike, input_shapes, dynamic) -> Graph:
-    from llmc.examples import EXAMPLES
+    from llmc.examples import EXAMPLES, GGUF_EXAMPLES
 
     text = os.fspath(model)
+    names = ", ".join([*EXAMPLES, *GGUF_EXAMPLES])
     if isinstance(model, str) and text in EXAMPLES:
         return _load_example(text, input_shapes, dynamic)
+    if isinstance(model, str) and text in GGUF_EXAMPLES:
+        return _load_gguf(GGUF_EXAMPLES[text](), input_shapes, dynamic)
     path = Path(text)
     if path.is_dir():
         return _load_folder(path, input_shapes, dynamic)
     if path.is_file():
         return _load_file(path, input_shapes, dynamic)
-    raise ModelLoadError(
-        f"{text} is neither a model file, a model folder nor a built-in example",
-        hint=f"give a .onnx or .pt2 file, a Hugging Face folder, or one of: {', '.join(EXAMPLES)}",
-    )
+    if path.suffix or os.sep in text or "/" in text:
+        raise ModelLoadError(f"{text} does not exist", hint="check the path (it is relative to the current folder)")
+    raise ModelLoadError(f"{text} is neither a file or folder here nor a built-in example",
+                         hint=f"give a model file or folder, or one of: {names}")
+
+
+def _load_gguf(path: Path, input_shapes, dynamic) -> Graph:
+    """A GGUF file's generation step graph (``llmc.frontend.decoder``): its inputs are fixed."""
+    from llmc.frontend.causal import load_causal_lm
+
+    if input_shapes or dynamic:
+        raise InputError(f"{path.name} is an LLM captured as its generation step, whose inputs are fixed",
+                         hint="leave out --input-shape and --dynamic")
+    return load_causal_lm(path).graph
 
 
 def _load_example(name: str, input_shapes, dynamic) -> Graph:
@@ -93,12 +106,14 @@ def _load_file(path: Path, input_shapes, dynamic) -> Graph:
         from llmc.frontend.onnx import from_onnx
 
         return from_onnx(path, input_shapes=input_shapes, dynamic=dynamic)
+    if suffix == ".gguf":
+        return _load_gguf(path, input_shapes, dynamic)
     if suffix == ".pt2":
         from llmc.frontend.torch import from_torch
 
         return _checked(from_torch(_read_pt2(path), dynamic=dynamic, name=path.stem), input_shapes)
     raise ModelLoadError(f"{path}: llmc does not read {suffix or 'extension-less'} files",
-                         hint="give a .onnx or .pt2 file, or a Hugging Face model folder")
+                         hint="give a .onnx, .pt2 or .gguf file, or a Hugging Face model folder")
 
 
 def _read_pt2(path: Path):
