@@ -149,10 +149,11 @@ class Generator:
 
     # -- the loop -------------------------------------------------------------------------
 
-    def generate(self, prompt, *, max_new_tokens: int = 64, sampling: Sampling = Sampling(), stop: Sequence[str] = (),
+    def generate(self, prompt, *, max_new_tokens: int = 64, sampling: Sampling | None = None, stop: Sequence[str] = (),
                  chat: bool = False) -> Generation:
         """Generate for a prompt (text or ids) or a batch of them; returns every sequence's new tokens."""
         prompts = self._prompts(prompt, chat)
+        sampling = sampling or Sampling()
         ids: list[list[int]] = [[] for _ in prompts]
         reasons = ["length"] * len(prompts)
         stats = Stats()
@@ -166,10 +167,11 @@ class Generator:
                                                     for s in ids]
         return Generation(ids, texts, reasons, stats)
 
-    def stream(self, prompt, *, max_new_tokens: int = 64, sampling: Sampling = Sampling(), stop: Sequence[str] = (),
+    def stream(self, prompt, *, max_new_tokens: int = 64, sampling: Sampling | None = None, stop: Sequence[str] = (),
                chat: bool = False, stats: Stats | None = None) -> Iterator[Piece]:
         """Generate for one prompt, yielding each token and the text it adds as soon as it is chosen."""
         prompts = self._prompts(prompt, chat)
+        sampling = sampling or Sampling()
         if len(prompts) != 1:
             raise InputError("streaming takes one prompt", hint="use generate() for a batch")
         ids: list[int] = []

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from tvm import relax, te, tirx
 from tvm.relax import op as R
 from tvm.script import tirx as T
@@ -84,21 +86,33 @@ def attention(ctx, node, args):
         scores = ctx.emit(_apply_mask(ctx, scores, args[3], node.inputs[3].type.dtype, dtype))
     if node.attrs["causal"]:
         scores = ctx.emit_te(_causal, scores, name="causal_mask")
-    probs = ctx.emit(R.reshape(ctx.emit(softmax_of(ctx, scores, -1, dtype)), ctx.shape([b, hkv, group * s, t])))
+    probs = ctx.emit(softmax_of(ctx, scores, -1, dtype))
+    if len(args) == 4:  # a query whose every key is masked gets zeros, not NaN (as the op's reference)
+        best = ctx.emit(R.max(scores, axis=-1, keepdims=True))
+        seen = ctx.emit(R.greater(best, ctx.const(_hidden(ctx.dtype(dtype)) / 2, dtype)))
+        probs = ctx.emit(R.where(seen, probs, ctx.const(0.0, dtype)))
+    probs = ctx.emit(R.reshape(probs, ctx.shape([b, hkv, group * s, t])))
     out = ctx.emit(R.matmul(probs, v))
     return R.reshape(out, ctx.shape([b, hq, s, dv]))
 
 
 def _apply_mask(ctx, scores, mask, mask_dtype: DType, dtype: DType):
     if mask_dtype == DType.bool:
-        return R.where(mask, scores, ctx.const(-math.inf, dtype))
+        return R.where(mask, scores, ctx.const(_hidden(ctx.dtype(dtype)), dtype))
     return R.add(scores, mask)
+
+
+def _hidden(dtype: str) -> float:
+    """The score of a hidden key: the dtype's lowest finite value, not -inf, because the cpu target
+    compiles with fast math (no infinities), and exp(lowest - max) is 0 all the same."""
+    dtype = str(dtype)
+    return float(np.finfo(np.dtype("float16" if dtype == "bfloat16" else dtype)).min)
 
 
 def _causal(scores):
     """Scores with key t hidden from query s when t > s + (T - S)."""
     s_len, t_len = scores.shape[2], scores.shape[3]
-    neg_inf = tirx.const(-math.inf, scores.dtype)
+    neg_inf = tirx.const(_hidden(scores.dtype), scores.dtype)
     return te.compute(scores.shape, lambda b, h, i, j: tirx.if_then_else(
         j <= i + (t_len - s_len), scores[b, h, i, j], neg_inf), name="causal_mask")
 

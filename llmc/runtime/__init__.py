@@ -1,0 +1,1 @@
+"""What runs artifacts above any one target: the generation loop, perplexity."""
