@@ -36,6 +36,7 @@ class GenerationSpec:
     prefill_chunk: int
     eos_token_ids: tuple[int, ...] = ()
     bos_token_id: int | None = None
+    all_logits: bool = False    # the step returns logits of every position, not only the last
 
     @property
     def max_seq_len(self) -> int:
@@ -45,7 +46,7 @@ class GenerationSpec:
     def from_manifest(cls, section: dict) -> GenerationSpec:
         return cls(layers=section["layers"], cache_shape=tuple(section["cache_shape"]),
                    prefill_chunk=section["prefill_chunk"], eos_token_ids=tuple(section["eos_token_ids"]),
-                   bos_token_id=section.get("bos_token_id"))
+                   bos_token_id=section.get("bos_token_id"), all_logits=section.get("all_logits", False))
 
 
 @dataclass
@@ -123,6 +124,10 @@ class Generator:
         self.runner = runner
         self.spec = spec
         self.tokenizer = tokenizer
+
+    @property
+    def all_logits(self) -> bool:
+        return self.spec.all_logits
 
     # -- prompts --------------------------------------------------------------------------
 

@@ -274,3 +274,54 @@ def transformers_scorer(model) -> Callable[[np.ndarray], np.ndarray]:
         return out.logits.float().cpu().numpy()
 
     return score
+
+
+def generator_scorer(generator) -> Callable[[np.ndarray], np.ndarray]:
+    """A ``score`` function over a generation artifact compiled with ``all_logits`` (see ``evaluate``):
+    each window starts from an empty cache and runs in prefill chunks, whose logits are joined."""
+    if not generator.all_logits:
+        raise LLMCError("scoring needs logits of every position, and this artifact returns the last one only",
+                        hint="compile it with all_logits=True (--all-logits)")
+
+    def score(window_ids: np.ndarray) -> np.ndarray:
+        caches = generator.runner.new_caches(generator.spec, 1)
+        chunk, n = generator.spec.prefill_chunk, window_ids.shape[1]
+        parts = []
+        for begin in range(0, n, chunk):
+            end = min(begin + chunk, n)
+            positions = np.arange(begin, end, dtype=np.int64)[None]
+            parts.append(generator.runner(window_ids[:, begin:end], positions, np.ones((1, end), bool), caches))
+        return np.concatenate(parts, axis=1)
+
+    return score
+
+
+def evaluate(model, *, target: str = "cpu", window: int = 512, stride: int = 256, max_tokens: int | None = None,
+             reference: bool = False, progress: Callable[[int, int], None] | None = None,
+             **compile_options) -> Perplexity:
+    """Perplexity of an LLM on the evaluation corpus, through llmc: ``model`` (anything
+    ``llmc.compile`` takes for generation, or a generation artifact compiled with ``all_logits``)
+    is compiled for ``target`` with a cache of ``window`` positions, and scored with its own tokenizer.
+
+    ``compile_options`` go to ``llmc.compile`` (a quantization recipe, target options). The
+    result carries the corpus hash, so numbers from different runs are comparable only when it matches.
+    """
+    import tempfile
+
+    import llmc
+
+    with tempfile.TemporaryDirectory(prefix="llmc-ppl-") as tmp:
+        if isinstance(model, llmc.Artifact):
+            art = model
+        else:
+            art = llmc.compile(model, target, output=f"{tmp}/artifact", generation=True, all_logits=True,
+                               max_seq_len=window, prefill_chunk=window, **compile_options)
+        gen = art.generator(reference=reference)
+        if gen.tokenizer is None:
+            raise LLMCError(f"{model} has no tokenizer, so the corpus cannot be tokenized for it")
+        text = corpus()
+        ids = tokenize_corpus(gen.tokenizer, text.text)
+        result = perplexity(generator_scorer(gen), ids, window=window, stride=stride, max_tokens=max_tokens,
+                            progress=progress)
+    result.corpus_sha256 = text.sha256
+    return result

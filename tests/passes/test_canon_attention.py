@@ -35,7 +35,7 @@ def test_eager_attention_with_a_mask_becomes_attention():
     assert "softmax(" in before
     (node,) = g.nodes
     assert node.op == "attention" and [x.name for x in node.inputs] == ["q", "k", "v", "mask"]
-    assert node.attrs == {"causal": False, "scale": pytest.approx(D**-0.5)}
+    assert node.attrs == {"causal": False, "scale": pytest.approx(D**-0.5), "kv_len": 0}
     assert result.stats["rewrites"] == {"attention": 1}
 
 
@@ -52,7 +52,7 @@ def test_attention_fed_repeated_kv_heads_reads_them_unrepeated():
     g, q, k, v, inputs = qkv(kv_heads=2)
     g.outputs = [g.call("attention", q, repeat_kv(g, k, 2), repeat_kv(g, v, 2), causal=True)]
     _, after, result = transformed(g, inputs, canonicalize)
-    assert [n.op for n in g.nodes] == ["attention"] and "attention(%q, %k, %v) {causal=True, scale=0.0}" in after
+    assert [n.op for n in g.nodes] == ["attention"] and "attention(%q, %k, %v) {causal=True, scale=0.0, kv_len=0}" in after
     assert result.stats["rewrites"] == {"attention_gqa": 1}
 
 

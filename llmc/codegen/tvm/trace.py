@@ -16,6 +16,7 @@ import re
 from tvm import ir, relax
 
 _TAG = re.compile(r"^(n\d+)(?:_\d+)?$")
+_CALLS = ("relax.call_tir", "relax.call_tir_inplace")  # a kernel launch (in place: KV-cache writes)
 
 
 def call_tir_keys(func: relax.Function) -> dict[tuple, str]:
@@ -112,7 +113,7 @@ def _bindings(func: relax.Function):
 
 
 def _call_key(value) -> tuple | None:
-    if not isinstance(value, relax.Call) or not isinstance(value.op, ir.Op) or value.op.name != "relax.call_tir":
+    if not isinstance(value, relax.Call) or not isinstance(value.op, ir.Op) or value.op.name not in _CALLS:
         return None
     callee, args = value.args[0], value.args[1]
     names = tuple(a.name if isinstance(a, relax.Var) else "const" for a in getattr(args, "fields", [args]))

@@ -141,7 +141,7 @@ def kv_length(k: TensorType, attrs: dict) -> S.Dim:
     return k.shape[2] if S.same(attrs["kv_len"], 0) else attrs["kv_len"]
 
 
-@op("kv_update", inputs=("cache", "new"), kind="other",
+@op("kv_update", inputs=("cache", "new"), kind="scatter",
     attrs={"end": Attr("dim", doc="the write ends here: positions [end - S, end) receive `new`")})
 class KvUpdate:
     """Write `new` [B, H, S, D] into a preallocated `cache` [B, H, M, D] at positions [end - S, end).

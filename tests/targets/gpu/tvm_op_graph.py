@@ -29,6 +29,7 @@ def inputs(seq: int = 5, kv: int = 9) -> dict[str, np.ndarray]:
         "k": rng.standard_normal((1, 2, kv, 8)).astype(np.float32),
         "v": rng.standard_normal((1, 2, kv, 8)).astype(np.float32),
         "cs": rng.standard_normal((1, 1, seq, 8)).astype(np.float32),
+        "cache": rng.standard_normal((1, 2, 24, 8)).astype(np.float32),
     }
 
 
@@ -44,11 +45,13 @@ def all_ops_graph() -> tuple[Graph, list[str]]:
     k = g.add_input("k", TensorType(DType.f32, (1, 2, kv, 8)))
     v = g.add_input("v", TensorType(DType.f32, (1, 2, kv, 8)))
     cs = g.add_input("cs", TensorType(DType.f32, (1, 1, seq, 8)))
+    cache = g.add_input("cache", TensorType(DType.f32, (1, 2, 24, 8)))
     out: dict[str, object] = {}
     _elementwise(g, a, ia, out)
     _linalg_reduce(g, a, s, out)
     _nn(g, a, s, out)
     _transformer(g, s, ids, q, k, v, cs, out)
+    _kv_cache(g, q, k, cache, kv, out)
     _quant(g, a, out)
     _shape(g, a, s, ia, out)
     _fused(g, s, out)
@@ -138,6 +141,13 @@ def _transformer(g, s, ids, q, k, v, cs, out):
     out["attention_mask"] = g.call("attention", q, k, v, mask, scale=0.3)
     keep = g.call("greater", mask, g.add_const("mask_cut", np.float32(-1.5)))
     out["attention_bool_mask"] = g.call("attention", q, k, v, keep)
+
+
+def _kv_cache(g, q, k, cache, kv, out):
+    """The seq newest keys written into a 24-position cache at [kv - seq, kv), then attended over."""
+    new = g.call("slice", k, axes=(2,), starts=(kv - q.type.shape[2],), ends=(kv,))
+    written = g.call("kv_update", cache, new, end=kv)
+    out["attention_cache_prefix"] = g.call("attention", q, written, written, causal=True, kv_len=kv)
 
 
 def _quant(g, a, out):

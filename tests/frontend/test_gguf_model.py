@@ -1,0 +1,109 @@
+"""GGUF files as LLMs: a tiny Llama written the way llama.cpp's converter writes it (q/k rows
+permuted for pairwise rotary), captured by llmc and checked against transformers; and the
+errors a bad file gets from ``llmc compile``, with nothing written."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from gguf import GGUFValueType
+from gguf_files import patch, tensor_info_fields, write_gguf
+
+import llmc
+from llmc.errors import ModelLoadError
+from llmc.examples import tiny_llama
+from llmc.frontend.causal import load_causal_lm
+from llmc.ir import interpreter
+
+U32, F32 = GGUFValueType.UINT32, GGUFValueType.FLOAT32
+
+
+def _permute(w: np.ndarray, heads: int) -> np.ndarray:
+    """llama.cpp's q/k row order: within each head, the two rotary halves interleaved."""
+    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def write_tiny_llama(path, *, arch="llama", embed_type="Q8_0", drop=()):
+    model = tiny_llama()[0]
+    c = model.config
+    sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    meta = {
+        f"{arch}.block_count": (c.num_hidden_layers, U32), f"{arch}.embedding_length": (c.hidden_size, U32),
+        f"{arch}.feed_forward_length": (c.intermediate_size, U32), f"{arch}.context_length": (512, U32),
+        f"{arch}.attention.head_count": (c.num_attention_heads, U32),
+        f"{arch}.attention.head_count_kv": (c.num_key_value_heads, U32),
+        f"{arch}.attention.layer_norm_rms_epsilon": (c.rms_norm_eps, F32),
+        f"{arch}.rope.freq_base": (10000.0, F32), "tokenizer.ggml.eos_token_id": (2, U32),
+    }
+    tensors = {"token_embd.weight": (sd["model.embed_tokens.weight"], embed_type),
+               "output_norm.weight": (sd["model.norm.weight"], "F32"), "output.weight": (sd["lm_head.weight"], "F32")}
+    names = {"attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
+             "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj", "ffn_norm": "post_attention_layernorm",
+             "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"}
+    for i in range(c.num_hidden_layers):
+        for gguf_name, hf_name in names.items():
+            w = sd[f"model.layers.{i}.{hf_name}.weight"]
+            if gguf_name == "attn_q":
+                w = _permute(w, c.num_attention_heads)
+            if gguf_name == "attn_k":
+                w = _permute(w, c.num_key_value_heads)
+            tensors[f"blk.{i}.{gguf_name}.weight"] = (w, "F32")
+    tensors = {k: v for k, v in tensors.items() if k not in drop}
+    return write_gguf(path, arch=arch, metadata=meta, tensors=tensors), model
+
+
+def test_gguf_llama_matches_transformers(tmp_path, close):
+    path, model = write_tiny_llama(tmp_path / "tiny.gguf")
+    lm = load_causal_lm(path, max_seq_len=32, all_logits=True)
+    assert lm.config.rope_interleaved and lm.config.eos_token_ids == (2,)
+    embed = lm.graph.constants["token_embd.weight"].const
+    assert embed.ggml_type == "Q8_0" and embed.spec.bits == 8 and embed.spec.group == 32
+    origins = {n.meta.origin for n in lm.graph.nodes}
+    assert "blk.1.ffn_down" in origins and "token_embd" in origins
+    ids = np.array([[3, 17, 99, 4, 250, 8]])
+    caches = {f"cache_{kv}.{i}": np.zeros((1, 2, 32, 16), np.float32) for i in range(2) for kv in "kv"}
+    out = interpreter.run(lm.graph, {"input_ids": ids, "position_ids": np.arange(6)[None],
+                                     "attention_mask": np.ones((1, 6), bool), **caches})
+    with torch.no_grad():
+        model.model.embed_tokens.weight.copy_(torch.from_numpy(embed.numpy()))  # the Q8_0-rounded embedding
+        expected = model(torch.from_numpy(ids)).logits.numpy()
+    close(out["logits"], expected, rtol=1e-5)
+
+
+def _refused(model, out, match):
+    with pytest.raises(ModelLoadError, match=match):
+        llmc.compile(model, output=out)
+    assert not out.exists() and [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_unsupported_architecture(tmp_path):
+    path, _ = write_tiny_llama(tmp_path / "m.gguf", arch="gpt2")
+    _refused(path, tmp_path / "out", "'gpt2' model; llmc builds GGUF models of the architectures llama, qwen2")
+
+
+def test_missing_tensor(tmp_path):
+    path, _ = write_tiny_llama(tmp_path / "m.gguf", drop=("blk.1.ffn_up.weight",))
+    _refused(path, tmp_path / "out", "no weight for layers.1.up")
+
+
+def test_corrupt_files(tmp_path):
+    path, _ = write_tiny_llama(tmp_path / "m.gguf")
+    blob = path.read_bytes()
+    (tmp_path / "cut.gguf").write_bytes(blob[: len(blob) // 2])
+    _refused(tmp_path / "cut.gguf", tmp_path / "out1", "past the end of the file")
+    (tmp_path / "magic.gguf").write_bytes(b"GGUX" + blob[4:])
+    _refused(tmp_path / "magic.gguf", tmp_path / "out2", "magic")
+    far = tmp_path / "far.gguf"
+    far.write_bytes(blob)
+    patch(far, tensor_info_fields(far, "blk.0.attn_q.weight")["offset"], "<Q", 1 << 40)
+    _refused(far, tmp_path / "out3", "blk.0.attn_q.weight")
+    size = tmp_path / "size.gguf"
+    size.write_bytes(blob)
+    patch(size, tensor_info_fields(size, "token_embd.weight")["dim0"], "<Q", 63)  # rows of 63: not whole Q8_0 blocks
+    _refused(size, tmp_path / "out4", "token_embd.weight")
+
+
+def test_missing_file_says_so(tmp_path):
+    _refused(str(tmp_path / "nope.gguf"), tmp_path / "out", "does not exist")
+    _refused(str(tmp_path / "nope.onnx"), tmp_path / "out", "does not exist")
