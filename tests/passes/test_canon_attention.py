@@ -102,7 +102,7 @@ def test_onnx_export_form_with_split_scales_and_safe_softmax():
     g.outputs = [g.call("matmul", safe, v)]
     _, after, result = transformed(g, inputs, canonicalize)
     assert [n.op for n in g.nodes] == ["attention"]
-    assert g.nodes[0].attrs == {"causal": True, "scale": 0.25}
+    assert g.nodes[0].attrs == {"causal": True, "scale": 0.25, "kv_len": 0}
     assert result.stats["rewrites"] == {"batched_transpose": 1, "attention": 1, "causal_mask": 1}
 
 
