@@ -39,7 +39,8 @@ def generate_cmd(a) -> int:
         print(shown, end="", flush=True)
         reason = piece.reason
     print()
-    runtime = "reference interpreter" if a.reference or art.runtime() is None else f"{art.target} runtime"
+    target = art.runtime(reference=a.reference)
+    runtime = "reference interpreter" if target is None or target.name == "reference" else f"{target.name} runtime"
     print(f"{stats.new_tokens} tokens ({reason}) on the {runtime}: time to first token {stats.ttft_s * 1e3:.0f} ms, "
           f"prefill {stats.prefill_tokens_per_s:.1f} tokens/s ({stats.prompt_tokens} tokens), "
           f"decode {stats.decode_tokens_per_s:.1f} tokens/s", file=sys.stderr)

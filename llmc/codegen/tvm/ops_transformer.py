@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import sympy
 
 from tvm import relax, te, tirx
 from tvm.relax import op as R
@@ -29,6 +30,8 @@ from llmc.codegen.tvm.registry import lowers
 from llmc.ir import shapes as S
 from llmc.ir.dtypes import DType
 from llmc.ir.ops.transformer import kv_length
+
+KEY_BLOCK = 16  # cache reads are rounded up to whole blocks of keys (see _read_length)
 
 
 @lowers("embedding")
@@ -74,26 +77,48 @@ def attention(ctx, node, args):
     hkv, t, dv = k_t.shape[1], kv_length(k_t, node.attrs), v_t.shape[3]
     group = hq // hkv
     q, k, v = args[:3]
+    mask = args[3] if len(args) == 4 else None
+    keys = t
     if not S.same(node.attrs["kv_len"], 0):
-        k, v = (offset_view(ctx, x, (*k_t.shape[:2], t, k_t.shape[3]), {}, "kv_read") for x in (k, v))
+        keys = _read_length(node, t)
+        k, v = (offset_view(ctx, x, (*k_t.shape[:2], keys, k_t.shape[3]), {}, "kv_read") for x in (k, v))
+        if mask is not None and keys is not t:
+            mask = _scalar_te(ctx, _pad_keys, mask, ctx.dim(t), name="mask_pad")
     dtype = q_t.dtype
     scale = node.attrs["scale"] or 1.0 / math.sqrt(d)
 
     q_grouped = ctx.emit(R.reshape(q, ctx.shape([b, hkv, group * s, d])))
     scores = ctx.emit(R.matmul(q_grouped, ctx.emit(R.permute_dims(k, [0, 1, 3, 2]))))
-    scores = ctx.emit(R.reshape(ctx.emit(R.multiply(scores, ctx.const(scale, dtype))), ctx.shape([b, hq, s, t])))
-    if len(args) == 4:
-        scores = ctx.emit(_apply_mask(ctx, scores, args[3], node.inputs[3].type.dtype, dtype))
+    scores = ctx.emit(R.reshape(ctx.emit(R.multiply(scores, ctx.const(scale, dtype))), ctx.shape([b, hq, s, keys])))
+    if mask is not None:
+        scores = ctx.emit(_apply_mask(ctx, scores, mask, node.inputs[3].type.dtype, dtype))
     if node.attrs["causal"]:
-        scores = ctx.emit_te(_causal, scores, name="causal_mask")
+        scores = _scalar_te(ctx, _causal, scores, ctx.dim(t), name="causal_mask")
     probs = ctx.emit(softmax_of(ctx, scores, -1, dtype))
-    if len(args) == 4:  # a query whose every key is masked gets zeros, not NaN (as the op's reference)
+    if mask is not None:  # a query whose every key is masked gets zeros, not NaN (as the op's reference)
         best = ctx.emit(R.max(scores, axis=-1, keepdims=True))
         seen = ctx.emit(R.greater(best, ctx.const(_hidden(ctx.dtype(dtype)) / 2, dtype)))
         probs = ctx.emit(R.where(seen, probs, ctx.const(0.0, dtype)))
-    probs = ctx.emit(R.reshape(probs, ctx.shape([b, hkv, group * s, t])))
+    probs = ctx.emit(R.reshape(probs, ctx.shape([b, hkv, group * s, keys])))
     out = ctx.emit(R.matmul(probs, v))
     return R.reshape(out, ctx.shape([b, hq, s, dv]))
+
+
+def _read_length(node, t):
+    """How many cache positions a causal attention reads: ``t`` rounded up to whole ``KEY_BLOCK``s when
+    the cache allows (the extra keys lie after every query, so the causal mask hides them), which
+    keeps the score rows' vector loops free of tail predicates."""
+    cache = node.inputs[1].type.shape[2]
+    if not node.attrs["causal"] or not isinstance(cache, int) or cache % KEY_BLOCK or isinstance(t, int):
+        return t
+    return S.dim(KEY_BLOCK * sympy.ceiling(t / KEY_BLOCK))
+
+
+def _scalar_te(ctx, fn, tensor, scalar, *, name):
+    """``emit_te(fn, tensor, scalar)`` with a symbolic ``scalar`` passed to the kernel as an argument."""
+    if isinstance(scalar, tirx.IntImm):
+        return ctx.emit_te(lambda x: fn(x, scalar), tensor, name=name)
+    return ctx.emit_te(fn, tensor, scalar, name=name)
 
 
 def _apply_mask(ctx, scores, mask, mask_dtype: DType, dtype: DType):
@@ -109,12 +134,21 @@ def _hidden(dtype: str) -> float:
     return float(np.finfo(np.dtype("float16" if dtype == "bfloat16" else dtype)).min)
 
 
-def _causal(scores):
-    """Scores with key t hidden from query s when t > s + (T - S)."""
-    s_len, t_len = scores.shape[2], scores.shape[3]
+def _pad_keys(mask, keys):
+    """The mask over the padded key axis: positions from ``keys`` on read as 0 / False (the causal mask hides them)."""
+    n = len(mask.shape)
+    out_shape = (*mask.shape[:-1], tirx.floordiv(keys + KEY_BLOCK - 1, KEY_BLOCK) * KEY_BLOCK)
+    fill = tirx.const(0, mask.dtype)
+    return te.compute(out_shape, lambda *i: tirx.if_then_else(
+        i[n - 1] < keys, mask[(*i[:-1], tirx.min(i[n - 1], keys - 1))], fill), name="mask_pad")
+
+
+def _causal(scores, keys):
+    """Scores with key t hidden from query s when t > s + (keys - S)."""
+    s_len = scores.shape[2]
     neg_inf = tirx.const(_hidden(scores.dtype), scores.dtype)
     return te.compute(scores.shape, lambda b, h, i, j: tirx.if_then_else(
-        j <= i + (t_len - s_len), scores[b, h, i, j], neg_inf), name="causal_mask")
+        j <= i + (keys - s_len), scores[b, h, i, j], neg_inf), name="causal_mask")
 
 
 @lowers("kv_update")

@@ -32,7 +32,8 @@ SCHEDULE_ERRORS = (RuntimeError, ValueError, AssertionError)
 
 MR = 4                 # rows of the register tile
 PANEL_VECTORS = 4      # vectors per output panel (NR = PANEL_VECTORS * lanes)
-MIN_PARALLEL_TASKS = 64  # fewer outer iterations than this run on one thread (launch cost > work)
+MIN_PARALLEL_TASKS = 64  # fewer outer iterations than this run on one thread (launch cost > work)...
+BIG_TASK = 1 << 14       # ...unless each does at least this many multiply-accumulates
 
 
 def lanes(target, dtype_bits: int = 32) -> int:
@@ -50,13 +51,14 @@ def _extent(sch, loop) -> int | tirx.PrimExpr:
     return int(e) if isinstance(e, tirx.IntImm) else e
 
 
-def _parallel(sch, loops) -> None:
-    """Fuse ``loops`` and run them in parallel if there are enough iterations (or a symbolic count)."""
+def _parallel(sch, loops, work_per_task: int = 0) -> None:
+    """Fuse ``loops`` and run them in parallel if there are enough iterations (or a symbolic count),
+    or at least two tasks of ``work_per_task >= BIG_TASK`` (a matrix-vector product's weight panels)."""
     if not loops:
         return
     fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
     tasks = _extent(sch, fused)
-    if not isinstance(tasks, int) or tasks >= MIN_PARALLEL_TASKS:
+    if not isinstance(tasks, int) or tasks >= MIN_PARALLEL_TASKS or (tasks >= 2 and work_per_task >= BIG_TASK):
         sch.parallel(fused)
 
 
@@ -154,7 +156,9 @@ def _tile(sch, block, row, mr, nr, packed):
         sch.reorder(*rest, panel, k, vector)
         outer, row_inner = [*rest, panel], None
     acc = sch.cache_write(block, 0, "global")
-    _parallel(sch, outer)
+    inner_loops = sch.get_loops(block)[len(outer):]
+    work = math.prod(e if isinstance(e := _extent(sch, l), int) else 1 for l in inner_loops)
+    _parallel(sch, outer, work)
     inner = 3 if row_inner is not None else 2  # loops under the tile root: k, [rows], vector
     sch.reverse_compute_at(acc, sch.get_loops(block)[-inner - 1])
     for consumer in sch.get_consumers(acc):
@@ -261,8 +265,7 @@ class Elementwise(dl.ScheduleRule):
             if not loops:
                 continue
             vec = lanes(target, _bits(sch.get(info.block_rv)))
-            inner = _extent(sch, loops[-1])
-            if isinstance(inner, int) and inner % vec == 0 and inner >= vec:
+            if _whole_vectors(_extent(sch, loops[-1]), vec):
                 _, v = sch.split(loops[-1], [None, vec])
                 sch.vectorize(v)
                 loops = sch.get_loops(info.block_rv)[:-1]
@@ -273,6 +276,15 @@ class Elementwise(dl.ScheduleRule):
 def cpu_schedule() -> tvm.transform.Pass:
     """The CPU rules in order; kernels no rule takes stay as LLVM compiles them, serially."""
     return dl.ApplyDefaultSchedule(Dense(), Conv(), dl.cpu.Reduction(), RowReduction(), Elementwise())
+
+
+def _whole_vectors(extent, vec: int) -> bool:
+    """``extent`` is a positive multiple of ``vec``: static, or symbolic and provably so (``16 * ceil(ctx / 16)``)."""
+    if isinstance(extent, int):
+        return extent % vec == 0 and extent >= vec
+    from tvm.sym.analyzer import Analyzer
+
+    return Analyzer().can_prove_equal(tirx.floormod(extent, vec), 0)
 
 
 def _is_mac(block) -> bool:
