@@ -69,6 +69,12 @@ class DecoderConfig:
         return (batch, self.kv_heads, max_seq_len, self.head_dim)
 
 
+def is_step_graph(graph: Graph) -> bool:
+    """True for a graph with the generation step's signature (as ``decoder_graph`` builds it)."""
+    names = [v.name for v in graph.inputs[:3]]
+    return names == [IDS, POSITIONS, MASK] and any(n.op == "kv_update" for n in graph.nodes)
+
+
 @dataclass(frozen=True)
 class Source:
     """One weight of a decoder and where it came from (GGUF tensor name or module path)."""

@@ -18,7 +18,7 @@ from tvm.relax.backend.cuda import pipeline as cuda_pipeline
 from llmc.codegen.tvm import trace
 from llmc.codegen.tvm.lower import Lowered
 
-TRANSFORM_PARAMS = "main_transform_params"
+TRANSFORMS = ("main_transform_params", "transform_params")  # one entry's weight transform; several entries' shared one
 SERIAL_ATTR = "llmc.serial_kernel"  # set by a target's last-resort rule that runs a kernel in one thread
 
 
@@ -26,19 +26,21 @@ SERIAL_ATTR = "llmc.serial_kernel"  # set by a target's last-resort rule that ru
 class Built:
     """A compiled module and its kernel books.
 
-    calls: the TIR kernels one call of ``main`` launches, in order (its length is the number
-           of kernels per call).
-    load_calls: the kernels ``main_transform_params`` launches once when weights are loaded.
+    calls: entry function -> the TIR kernels one call of it launches, in order (its length is the
+           number of kernels per call).
+    load_calls: the kernels the weight transform launches once when weights are loaded.
+    transform: that function's name (``main_transform_params``; ``transform_params`` when
+           several entries share it), or None when no weight is transformed.
     kernels: every kernel -> the origins of the IR nodes it computes.
     unscheduled: kernels no schedule rule took (compiled as TVM lowers them by default).
     serial: kernels only a last-resort single-thread rule could schedule.
     """
 
     executable: relax.VMExecutable
-    calls: list[str]
+    calls: dict[str, list[str]]
     load_calls: list[str]
     kernels: dict[str, list[str]]
-    has_transform: bool
+    transform: str | None
     unscheduled: list[str]
     serial: list[str]
 
@@ -49,7 +51,7 @@ def optimize(lowered: Lowered, target: tvm.target.Target) -> tuple[tvm.IRModule,
     with target:
         mod = tvm.transform.Sequential([
             relax.backend.DispatchSortScan(),  # cumsum and friends: TVM's per-target scan kernels
-            relax.transform.LiftTransformParams(),
+            relax.transform.LiftTransformParams(shared_transform=len(lowered.entries) > 1),
             relax.transform.LegalizeOps(),
             relax.transform.AnnotateTIROpPattern(),
             relax.transform.FoldConstant(),
@@ -60,7 +62,7 @@ def optimize(lowered: Lowered, target: tvm.target.Target) -> tuple[tvm.IRModule,
         unfused = mod
         mod = relax.transform.FuseOps()(mod)
         tags = trace.kernel_tags(mod, keys)
-        for name in _entry_functions(mod):
+        for name in _entry_functions(mod, lowered):
             for kernel, more in trace.absorbed_tags(mod, unfused[name], mod[name], keys).items():
                 tags.setdefault(kernel, set()).update(more)
         mod = tvm.transform.Sequential([relax.transform.FuseTIR(), relax.transform.DeadCodeElimination()])(mod)
@@ -76,18 +78,20 @@ def build(lowered: Lowered, target: tvm.target.Target, schedule: tvm.transform.P
     prim = {gv.name_hint: f for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)}
     unscheduled = sorted(k for k, f in prim.items() if not (f.attrs and f.attrs.get("tirx.is_scheduled")))
     serial = sorted(k for k, f in prim.items() if f.attrs and f.attrs.get(SERIAL_ATTR))
-    calls = trace.tir_calls(mod["main"])
-    has_transform = TRANSFORM_PARAMS in [g.name_hint for g in mod.get_global_vars()]
-    load_calls = trace.tir_calls(mod[TRANSFORM_PARAMS]) if has_transform else []
+    calls = {entry: trace.tir_calls(mod[entry]) for entry in lowered.entries}
+    transform = next((n for n in _entry_functions(mod, lowered) if n in TRANSFORMS), None)
+    load_calls = trace.tir_calls(mod[transform]) if transform else []
     backend = cpu_pipeline if target.kind.name == "llvm" else cuda_pipeline
     rest = tvm.transform.Sequential(backend.dataflow_lower_passes(target) + backend.finalize_passes(target))
     executable = tvm.compile(mod, target, relax_pipeline=rest)
-    kernels = {k: origins.get(k, []) for k in sorted(set(calls) | set(load_calls))}
-    return Built(executable, calls, load_calls, kernels, has_transform, unscheduled, serial)
+    launched = {k for entry_calls in calls.values() for k in entry_calls}
+    kernels = {k: origins.get(k, []) for k in sorted(launched | set(load_calls))}
+    return Built(executable, calls, load_calls, kernels, transform, unscheduled, serial)
 
 
-def _entry_functions(mod: tvm.IRModule) -> list[str]:
-    return [g.name_hint for g in mod.get_global_vars() if g.name_hint in ("main", TRANSFORM_PARAMS)]
+def _entry_functions(mod: tvm.IRModule, lowered: Lowered) -> list[str]:
+    names = {*lowered.entries, *TRANSFORMS}
+    return [g.name_hint for g in mod.get_global_vars() if g.name_hint in names]
 
 
 def _relax_functions(mod: tvm.IRModule):

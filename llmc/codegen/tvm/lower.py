@@ -10,6 +10,7 @@ in the artifact's ``weights.safetensors`` (``llmc.ir.serialize``'s keys: the con
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import sympy
@@ -47,6 +48,7 @@ class Lowered:
     params: list[TensorSpec]           # in parameter order; ``name`` is the weights-file key
     options: LowerOptions = field(default_factory=LowerOptions)
     origins: dict[str, str] = field(default_factory=dict)  # binding tag -> node origin
+    entries: dict[str, dict[str, int]] = field(default_factory=lambda: {"main": {}})  # function -> fixed symbols
 
 
 def check_lowerable(graph: Graph) -> None:
@@ -59,26 +61,35 @@ def check_lowerable(graph: Graph) -> None:
         raise UnsupportedOpError(missing, source="TVM lowering")
 
 
-def lower_graph(graph: Graph, options: LowerOptions) -> Lowered:
-    """Lower ``graph`` into an IRModule whose ``main`` computes it (see the module docstring)."""
+def lower_graph(graph: Graph, options: LowerOptions, entries: Mapping[str, Mapping[str, int]] | None = None) -> Lowered:
+    """Lower ``graph`` into an IRModule whose ``main`` computes it (see the module docstring).
+
+    ``entries`` names several functions over the same parameters instead, each with some symbols
+    fixed (a generation graph's ``{"prefill": {}, "decode": {"seq": 1}}``), so each is compiled
+    for its sizes while the weights are loaded once.
+    """
     check_lowerable(graph)
+    entries = dict(entries or {"main": {}})
     bb = relax.BlockBuilder()
-    ctx = LowerContext(bb, options, _symbols(graph))
-    inputs = [relax.Var(_ident(v.name), ctx.struct(v.type)) for v in graph.inputs]
     consts = body_constants(graph, "")
     param_values = [(key, v) for key, v in consts.items() if not _is_scalar(v)]
-    params = [relax.Var(_ident(key), ctx.struct(v.type)) for key, v in param_values]
-    ctx.consts = {key: var for (key, _), var in zip(param_values, params)}
-    ctx.consts.update({key: ctx.const(v.const.numpy(), v.type.dtype) for key, v in consts.items() if _is_scalar(v)})
-    ctx.tags = {id(node): node_tag(i) for i, node in enumerate(graph.nodes)}
-    origins = {ctx.tags[id(node)]: node.meta.origin or node.name for node in graph.nodes}
-    _build_fused_bodies(ctx, graph, prefix="")
-    with bb.function("main", [*inputs, *params], attrs={"num_input": len(inputs)}):
-        with bb.dataflow():
-            env = {id(v): var for v, var in zip(graph.inputs, inputs)}
-            outs = emit_nodes(ctx, graph, env, prefix="")
-            result = bb.emit_output(relax.Tuple(outs))
-        bb.emit_func_output(result)
+    tags = {id(node): node_tag(i) for i, node in enumerate(graph.nodes)}
+    origins = {tags[id(node)]: node.meta.origin or node.name for node in graph.nodes}
+    for entry, sizes in entries.items():
+        symbols = {**_symbols(graph), **{k: tirx.IntImm("int64", v) for k, v in sizes.items()}}
+        ctx = LowerContext(bb, options, symbols)
+        inputs = [relax.Var(_ident(v.name), ctx.struct(v.type)) for v in graph.inputs]
+        params = [relax.Var(_ident(key), ctx.struct(v.type)) for key, v in param_values]
+        ctx.consts = {key: var for (key, _), var in zip(param_values, params)}
+        ctx.consts.update({key: ctx.const(v.const.numpy(), v.type.dtype) for key, v in consts.items() if _is_scalar(v)})
+        ctx.tags = tags
+        _build_fused_bodies(ctx, graph, prefix="", entry="" if len(entries) == 1 else f"{entry}_")
+        with bb.function(entry, [*inputs, *params], attrs={"num_input": len(inputs)}):
+            with bb.dataflow():
+                env = {id(v): var for v, var in zip(graph.inputs, inputs)}
+                outs = emit_nodes(ctx, graph, env, prefix="")
+                result = bb.emit_output(relax.Tuple(outs))
+            bb.emit_func_output(result)
     return Lowered(
         mod=bb.get(),
         inputs=[_spec(ctx, v.name, v.type) for v in graph.inputs],
@@ -86,6 +97,7 @@ def lower_graph(graph: Graph, options: LowerOptions) -> Lowered:
         params=[_spec(ctx, key, v.type) for key, v in param_values],
         options=options,
         origins=origins,
+        entries=entries,
     )
 
 
@@ -110,7 +122,7 @@ def emit_nodes(ctx: LowerContext, graph: Graph, env: dict[int, relax.Expr], *, p
     return [_value(ctx, env, v, prefix) for v in graph.outputs]
 
 
-def _build_fused_bodies(ctx: LowerContext, graph: Graph, prefix: str, tag: str | None = None) -> None:
+def _build_fused_bodies(ctx: LowerContext, graph: Graph, prefix: str, tag: str | None = None, entry: str = "") -> None:
     """Add one ``Primitive`` Relax function per fused node (innermost first), before ``main``.
 
     Each takes the body's inputs, then the body's weights; ``ctx.fused`` maps the node to the
@@ -121,13 +133,13 @@ def _build_fused_bodies(ctx: LowerContext, graph: Graph, prefix: str, tag: str |
             continue
         fused_tag = tag or ctx.tags[id(node)]
         body, body_prefix = node.attrs["body"], f"{prefix}{node.name}/"
-        _build_fused_bodies(ctx, body, body_prefix, fused_tag)
+        _build_fused_bodies(ctx, body, body_prefix, fused_tag, entry)
         weights = [k for k in body_constants(body, body_prefix) if isinstance(ctx.consts[k], relax.Var)]
         inner = ctx.derive(pack_weights=0)
         params = [relax.Var(f"x{i}", ctx.struct(v.type)) for i, v in enumerate(body.inputs)]
         params += [relax.Var(f"w{i}", ctx.consts[k].ty) for i, k in enumerate(weights)]
         inner.consts.update(zip(weights, params[len(body.inputs):]))
-        with ctx.bb.function(f"{FUSED_PREFIX}{fused_tag}", params, attrs={"Primitive": True}, private=True):
+        with ctx.bb.function(f"{FUSED_PREFIX}{entry}{fused_tag}", params, attrs={"Primitive": True}, private=True):
             with ctx.bb.dataflow():
                 env = {id(v): p for v, p in zip(body.inputs, params)}
                 outs = emit_nodes(inner, body, env, prefix=body_prefix, tag=fused_tag)

@@ -32,6 +32,7 @@ from llmc.ir.dtypes import DType
 from llmc.ir.ops.transformer import kv_length
 
 KEY_BLOCK = 16  # cache reads are rounded up to whole blocks of keys (see _read_length)
+LANES = 16      # partial sums per decode dot product (see _cache_scores)
 
 
 @lowers("embedding")
@@ -79,17 +80,25 @@ def attention(ctx, node, args):
     q, k, v = args[:3]
     mask = args[3] if len(args) == 4 else None
     keys = t
-    if not S.same(node.attrs["kv_len"], 0):
-        keys = _read_length(node, t)
-        k, v = (offset_view(ctx, x, (*k_t.shape[:2], keys, k_t.shape[3]), {}, "kv_read") for x in (k, v))
-        if mask is not None and keys is not t:
-            mask = _scalar_te(ctx, _pad_keys, mask, ctx.dim(t), name="mask_pad")
     dtype = q_t.dtype
     scale = node.attrs["scale"] or 1.0 / math.sqrt(d)
-
-    q_grouped = ctx.emit(R.reshape(q, ctx.shape([b, hkv, group * s, d])))
-    scores = ctx.emit(R.matmul(q_grouped, ctx.emit(R.permute_dims(k, [0, 1, 3, 2]))))
-    scores = ctx.emit(R.reshape(ctx.emit(R.multiply(scores, ctx.const(scale, dtype))), ctx.shape([b, hq, s, keys])))
+    cached = not S.same(node.attrs["kv_len"], 0)
+    one_query = cached and isinstance(ctx.dim(s), tirx.IntImm) and int(ctx.dim(s)) == 1
+    if cached:
+        keys = _read_length(node, t)
+        v = offset_view(ctx, v, (*v_t.shape[:2], keys, v_t.shape[3]), {}, "kv_read")
+        if not one_query:
+            k = offset_view(ctx, k, (*k_t.shape[:2], keys, k_t.shape[3]), {}, "kv_read")
+        if mask is not None and keys is not t:
+            mask = _scalar_te(ctx, _pad_keys, mask, ctx.dim(t), name="mask_pad")
+    if one_query:  # a decode step: dot products straight off the cache, no copy of its prefix
+        partial = ctx.emit_te(_cache_partial_scores, q, k, ctx.dim(keys), group, name="cache_scores_partial")
+        scores = ctx.emit_te(_cache_scores, partial, scale, name="cache_scores")
+        scores = ctx.emit(R.reshape(scores, ctx.shape([b, hq, s, keys])))
+    else:
+        q_grouped = ctx.emit(R.reshape(q, ctx.shape([b, hkv, group * s, d])))
+        scores = ctx.emit(R.matmul(q_grouped, ctx.emit(R.permute_dims(k, [0, 1, 3, 2]))))
+        scores = ctx.emit(R.reshape(ctx.emit(R.multiply(scores, ctx.const(scale, dtype))), ctx.shape([b, hq, s, keys])))
     if mask is not None:
         scores = ctx.emit(_apply_mask(ctx, scores, mask, node.inputs[3].type.dtype, dtype))
     if node.attrs["causal"]:
@@ -102,6 +111,24 @@ def attention(ctx, node, args):
     probs = ctx.emit(R.reshape(probs, ctx.shape([b, hkv, group * s, keys])))
     out = ctx.emit(R.matmul(probs, v))
     return R.reshape(out, ctx.shape([b, hq, s, dv]))
+
+
+def _cache_partial_scores(q, cache, keys, group: int):
+    """For one query [B, Hq, 1, D] and the first ``keys`` positions of a cache [B, Hkv, M, D]:
+    ``LANES`` partial dot products per key, [B, Hq, keys, LANES], each summed over D / LANES
+    chunks, so the cache's rows are read contiguously and vectorized across the lanes."""
+    lanes = LANES if q.shape[3] % LANES == 0 else 1
+    chunk = te.reduce_axis((0, q.shape[3] // lanes), name="chunk")
+    return te.compute((q.shape[0], q.shape[1], keys, lanes), lambda b, h, j, lane: te.sum(
+        q[b, h, 0, chunk * lanes + lane] * cache[b, h // group, j, chunk * lanes + lane], axis=chunk),
+        name="cache_scores_partial")
+
+
+def _cache_scores(partial, scale: float):
+    """scale * the sum of the partial dot products, [B, Hq, keys, 1]."""
+    lane = te.reduce_axis((0, partial.shape[3]), name="lane")
+    return te.compute((*partial.shape[:3], 1), lambda b, h, j, _: te.sum(
+        partial[b, h, j, lane] * tirx.const(scale, partial.dtype), axis=lane), name="cache_scores")
 
 
 def _read_length(node, t):

@@ -1,5 +1,6 @@
 """CPU schedules: ordered rules (dlight ``ScheduleRule``s) that return None when they don't apply.
 
+    LanePartials     a decode step's attention scores: cache rows summed into vector lanes.
     Dense            one multiply-accumulate block (matmul, packed linear, batched attention
                      products) and elementwise producers/epilogues: rows padded to the register
                      tile, output tiled MR x NR with NR-wide vector accumulators kept in registers
@@ -95,6 +96,26 @@ def _open(func, target):
     sch = s_tir.Schedule(func)
     return sch, normalize_prim_func(sch)
 
+class LanePartials(dl.ScheduleRule):
+    """``cache_scores_partial`` (a decode step's query . cache rows, see the TVM attention lowering):
+    parallel over (batch, head), keys in order, the chunks of each row summed into vector lanes,
+    so every cache row is read once, contiguously, in whole vectors."""
+
+    def apply(self, func, target, _tunable):
+        sch, infos = _open(func, target)
+        if infos is None or len(infos) != 1 or sch.get(infos[0].block_rv).name_hint != "cache_scores_partial":
+            return None
+        block = infos[0].block_rv
+        if infos[0].dom_kind() != "SSSSR":  # one chunk per row (head_dim <= LANES): nothing to split
+            return None
+        *heads, j, lane, chunk = sch.get_loops(block)
+        sch.reorder(j, chunk, lane)
+        sch.parallel(sch.fuse(*heads) if len(heads) > 1 else heads[0])
+        sch.vectorize(lane)
+        sch.decompose_reduction(block, chunk)
+        return sch
+
+
 class Dense(dl.ScheduleRule):
     """Register-tiled matrix product with fused epilogue (see module docstring).
 
@@ -157,7 +178,7 @@ def _tile(sch, block, row, mr, nr, packed):
         outer, row_inner = [*rest, panel], None
     acc = sch.cache_write(block, 0, "global")
     inner_loops = sch.get_loops(block)[len(outer):]
-    work = math.prod(e if isinstance(e := _extent(sch, l), int) else 1 for l in inner_loops)
+    work = math.prod(e if isinstance(e := _extent(sch, l), int) else BIG_TASK for l in inner_loops)  # symbolic: large
     _parallel(sch, outer, work)
     inner = 3 if row_inner is not None else 2  # loops under the tile root: k, [rows], vector
     sch.reverse_compute_at(acc, sch.get_loops(block)[-inner - 1])
@@ -275,7 +296,7 @@ class Elementwise(dl.ScheduleRule):
 
 def cpu_schedule() -> tvm.transform.Pass:
     """The CPU rules in order; kernels no rule takes stay as LLVM compiles them, serially."""
-    return dl.ApplyDefaultSchedule(Dense(), Conv(), dl.cpu.Reduction(), RowReduction(), Elementwise())
+    return dl.ApplyDefaultSchedule(LanePartials(), Dense(), Conv(), dl.cpu.Reduction(), RowReduction(), Elementwise())
 
 
 def _whole_vectors(extent, vec: int) -> bool:

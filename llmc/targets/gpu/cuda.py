@@ -75,7 +75,8 @@ class CudaTarget(TvmTarget):
             "kind": "fatbin", "arch": options.arch,
             "images": sorted(f"{img.kind} sm_{img.sm}" for img in images),
             "device_kernels": device_kernels,
-            "launches_per_call": sum(len(device_code.kernels_of(k, device_kernels)) for k in built.calls),
+            "launches_per_call": {entry: sum(len(device_code.kernels_of(k, device_kernels)) for k in calls)
+                                  for entry, calls in built.calls.items()},
             "serial_kernels": built.serial,
         }
 

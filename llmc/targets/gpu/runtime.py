@@ -3,7 +3,8 @@
 The payload is ``model.so`` (a Relax VM executable), ``tvm.json`` (its signature and where its
 weights are) and the weights (the artifact's ``weights.safetensors``, or ``params.safetensors``
 when the target cast them). Loading reads the weights, copies them to the device and runs the
-module's ``main_transform_params`` once (weight re-layouts); each ``run`` then calls ``main``.
+module's weight transform once (re-layouts); each ``run`` then calls ``main`` (a generation
+artifact has ``prefill`` and ``decode`` instead, over the same weights: ``decode`` runs one-token steps).
 
 Inputs are numpy arrays or DLPack tensors (torch); with torch inputs the outputs are torch
 tensors sharing the runtime's memory (no copy), otherwise numpy arrays. This module imports
@@ -54,9 +55,18 @@ class Session:
         if missing:
             raise ArtifactError(f"{info['file']} lacks weights {missing[:3]}", hint="compile the artifact again")
         params = [tvm.runtime.tensor(np.ascontiguousarray(weights[k].numpy()), self.device) for k in info["keys"]]
-        if self.spec["transform_params"]:
-            params = list(self.vm["main_transform_params"](params))
+        transform = self.spec["transform_params"]
+        if transform:  # a function name (older artifacts: true for main's)
+            params = list(self.vm[transform if isinstance(transform, str) else "main_transform_params"](params))
         return params
+
+    def entry(self, seq: int | None) -> str:
+        """The function that runs inputs of ``seq`` tokens: ``decode`` for one token where the module
+        has it, else ``prefill`` (generation) or ``main``."""
+        entries = self.spec.get("entries", {"main": {}})
+        if seq == 1 and "decode" in entries:
+            return "decode"
+        return "prefill" if "prefill" in entries else "main"
 
     def run(self, inputs: Mapping[str, object]) -> dict[str, object]:
         """Outputs keyed by name; torch tensors if any input is one, numpy arrays otherwise."""
@@ -67,7 +77,7 @@ class Session:
         torch_io = any(_is_torch(v) for v in inputs.values())
         env: dict[str, int] = {}
         args = [self._to_device(inputs[t["name"]], t, env) for t in self.spec["inputs"]]
-        outs = self.vm["main"](*args, *self.params)
+        outs = self.vm[self.entry(env.get("seq"))](*args, *self.params)
         return {t["name"]: _from_device(o, torch_io) for t, o in zip(self.spec["outputs"], outs)}
 
     def _to_device(self, value, tensor: dict, env: dict[str, int]):
@@ -115,7 +125,7 @@ class StepRunner:
 
         s = self.session
         args = [tvm.runtime.tensor(np.ascontiguousarray(a), s.device) for a in (ids, positions, mask)]
-        logits = s.vm["main"](*args, *caches, *s.params)[0]
+        logits = s.vm[s.entry(ids.shape[1])](*args, *caches, *s.params)[0]
         return logits.numpy().astype(np.float32, copy=False)
 
 

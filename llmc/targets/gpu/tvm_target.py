@@ -64,7 +64,7 @@ class TvmTarget(Target):
 
         self.check(graph, options)
         lower_options = self.lower_options(options)
-        lowered = lower_graph(graph, lower_options)
+        lowered = lower_graph(graph, lower_options, entries(graph))
         target = self.tvm_target(options)
         built = build(lowered, target, self.schedule(options))
         out = Path(out)
@@ -74,13 +74,14 @@ class TvmTarget(Target):
             "format": 1, "device": self.device,
             "inputs": [t.to_json() for t in lowered.inputs], "outputs": [t.to_json() for t in lowered.outputs],
             "params": {"file": params_file, "keys": [t.name for t in lowered.params]},
-            "transform_params": built.has_transform,
+            "transform_params": built.transform, "entries": lowered.entries,
         }
         (out / SPEC).write_text(json.dumps(spec, indent=1, sort_keys=True) + "\n")
         files = [LIBRARY, SPEC] + ([CAST_PARAMS] if params_file == CAST_PARAMS else [])
         facts = {
             "tvm": _tvm_version(), "device": self.device, "dtype": options.dtype,
-            "kernels_per_call": len(built.calls), "load_time_kernels": len(built.load_calls),
+            "kernels_per_call": {entry: len(calls) for entry, calls in built.calls.items()},
+            "load_time_kernels": len(built.load_calls),
             "kernels": built.kernels, "unscheduled_kernels": built.unscheduled,
             "params": {"file": params_file, "count": len(lowered.params)},
             "device_code": self.device_code(out / LIBRARY, options, built),
@@ -119,6 +120,14 @@ class TvmTarget(Target):
 
     def device_code(self, library: Path, options: Any, built) -> dict:
         raise NotImplementedError
+
+
+def entries(graph: Graph) -> dict[str, dict[str, int]]:
+    """The module's functions: ``main``; or, for a generation step graph, ``prefill`` (any chunk
+    length) and ``decode`` (compiled for one token: static shapes and its own attention kernels)."""
+    from llmc.frontend.decoder import is_step_graph
+
+    return {"prefill": {}, "decode": {"seq": 1}} if is_step_graph(graph) else {"main": {}}
 
 
 class _CastWeight(Weight):
