@@ -233,6 +233,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runners", default=",".join(RUNNERS))
     p.add_argument("--out", type=Path, default=RESULT)
+    p.add_argument("--timeout", type=int, default=1200, help="seconds per runner (torch.compile compiles every shape)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--artifact", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -249,8 +250,13 @@ def main() -> None:
         results = {}
         for name in args.runners.split(","):
             print(f"measuring {name} ...", file=sys.stderr)
-            proc = subprocess.run([sys.executable, __file__, "--child", name, "--artifact", artifact],
-                                  capture_output=True, text=True)
+            try:
+                proc = subprocess.run([sys.executable, __file__, "--child", name, "--artifact", artifact],
+                                      capture_output=True, text=True, timeout=args.timeout)
+            except subprocess.TimeoutExpired:
+                results[name] = {"failed": [f"did not finish in {args.timeout} s"]}
+                print(f"  {results[name]['failed'][0]}", file=sys.stderr)
+                continue
             if proc.returncode != 0:
                 results[name] = {"failed": proc.stderr.strip().splitlines()[-1:]}
                 print(f"  failed: {results[name]['failed']}", file=sys.stderr)

@@ -22,9 +22,6 @@ from llmc.frontend.load import Dynamic, InputShapes, load_model
 from llmc.ir.graph import Graph
 
 
-DEFAULT_PREFILL_CHUNK = 256
-
-
 class Artifact:
     """A compiled artifact folder: ``path``, its ``manifest``, its ``graph``, and ``run``.
 
@@ -133,14 +130,15 @@ def compile(
     progress: Callable[[str], None] | None = None,
     generation: bool | None = None,
     max_seq_len: int | None = None,
-    prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
+    prefill_chunk: int | None = None,
     all_logits: bool = False,
     **target_options,
 ) -> Artifact:
     """Capture ``model`` (any form ``load_model`` takes), optimize it and write its artifact.
 
     ``generation`` compiles a decoder-only LLM's generation step (``llmc.frontend.decoder``:
-    KV cache of ``max_seq_len`` positions, prompts in chunks of ``prefill_chunk`` tokens,
+    KV cache of ``max_seq_len`` positions, prompts in chunks of ``prefill_chunk`` tokens (default
+    256, at most the cache),
     logits of the last position, or of every position with ``all_logits``) instead of its
     forward pass; None means: for GGUF files and built-in LLMs. ``Artifact.generate`` runs it.
 

@@ -22,6 +22,7 @@ from llmc.frontend.decoder import DecoderConfig, decoder_graph
 from llmc.ir.graph import Graph
 
 DEFAULT_MAX_SEQ_LEN = 2048
+DEFAULT_PREFILL_CHUNK = 256
 
 
 @dataclass
@@ -140,8 +141,12 @@ def is_generation_model(model) -> bool:
 TOKENIZER = "tokenizer"
 
 
-def generation_section(lm: CausalLM, prefill_chunk: int, all_logits: bool) -> Callable[[Path], dict]:
-    """The artifact's ``generation`` manifest section; writes the tokenizer files into ``tokenizer/``."""
+def generation_section(lm: CausalLM, prefill_chunk: int | None, all_logits: bool) -> Callable[[Path], dict]:
+    """The artifact's ``generation`` manifest section; writes the tokenizer files into ``tokenizer/``.
+
+    ``prefill_chunk`` defaults to ``DEFAULT_PREFILL_CHUNK`` tokens, or the whole cache if shorter."""
+    if prefill_chunk is None:
+        prefill_chunk = min(DEFAULT_PREFILL_CHUNK, lm.max_seq_len)
     if not 1 <= prefill_chunk <= lm.max_seq_len:
         raise InputError(f"--prefill-chunk {prefill_chunk} is outside 1..{lm.max_seq_len} (the cache length)",
                          hint="give a chunk no longer than --max-seq-len")

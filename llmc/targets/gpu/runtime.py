@@ -60,12 +60,13 @@ class Session:
             params = list(self.vm[transform if isinstance(transform, str) else "main_transform_params"](params))
         return params
 
-    def entry(self, seq: int | None) -> str:
-        """The function that runs inputs of ``seq`` tokens: ``decode`` for one token where the module
-        has it, else ``prefill`` (generation) or ``main``."""
+    def entry(self, sizes: dict[str, int]) -> str:
+        """The function for inputs of these symbol sizes: the first entry whose fixed sizes they
+        match (``decode`` for one token of one sequence), else ``prefill`` (generation) or ``main``."""
         entries = self.spec.get("entries", {"main": {}})
-        if seq == 1 and "decode" in entries:
-            return "decode"
+        for name, fixed in entries.items():
+            if fixed and all(sizes.get(k) == v for k, v in fixed.items()):
+                return name
         return "prefill" if "prefill" in entries else "main"
 
     def run(self, inputs: Mapping[str, object]) -> dict[str, object]:
@@ -77,7 +78,7 @@ class Session:
         torch_io = any(_is_torch(v) for v in inputs.values())
         env: dict[str, int] = {}
         args = [self._to_device(inputs[t["name"]], t, env) for t in self.spec["inputs"]]
-        outs = self.vm[self.entry(env.get("seq"))](*args, *self.params)
+        outs = self.vm[self.entry(env)](*args, *self.params)
         return {t["name"]: _from_device(o, torch_io) for t, o in zip(self.spec["outputs"], outs)}
 
     def _to_device(self, value, tensor: dict, env: dict[str, int]):
@@ -125,7 +126,7 @@ class StepRunner:
 
         s = self.session
         args = [tvm.runtime.tensor(np.ascontiguousarray(a), s.device) for a in (ids, positions, mask)]
-        logits = s.vm[s.entry(ids.shape[1])](*args, *caches, *s.params)[0]
+        logits = s.vm[s.entry({"batch": ids.shape[0], "seq": ids.shape[1]})](*args, *caches, *s.params)[0]
         return logits.numpy().astype(np.float32, copy=False)
 
 

@@ -124,7 +124,7 @@ class TvmTarget(Target):
 
 def entries(graph: Graph) -> dict[str, dict[str, int]]:
     """The module's functions: ``main``; or, for a generation step graph, ``prefill`` (any chunk
-    length) and ``decode`` (compiled for one token: static shapes and its own attention kernels)."""
+    length) and ``decode`` (compiled for one token: static sequence length, its own attention kernels)."""
     from llmc.frontend.decoder import is_step_graph
 
     return {"prefill": {}, "decode": {"seq": 1}} if is_step_graph(graph) else {"main": {}}
