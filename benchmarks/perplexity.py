@@ -20,6 +20,8 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
+from capture_7b import cpu_model  # benchmarks/ is on the path when a script here runs
+
 RESULT = Path(__file__).parent / "results" / "perplexity.json"
 RUNNERS = ("llmc-cpu", "llmc-reference", "transformers")
 
@@ -85,7 +87,7 @@ def main() -> None:
             r["relative_to_transformers"] = r["ppl"] / base - 1
     out = {
         "benchmark": "perplexity", "model": args.model, "date": datetime.date.today().isoformat(),
-        "device": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "device": {"cpu": cpu_model(), "python": platform.python_version()},
         "versions": {k: version(k) for k in ("llmc", "torch", "transformers", "apache-tvm", "numpy")},
         "corpus": {"source": text.source, "sha256": text.sha256, "chars": len(text.text)},
         "window": args.window, "stride": args.stride, "max_tokens": args.max_tokens, "results": results,

@@ -18,7 +18,6 @@ import math
 
 import numpy as np
 import sympy
-
 from tvm import relax, te, tirx
 from tvm.relax import op as R
 from tvm.script import tirx as T
@@ -197,7 +196,7 @@ def _kv_write_kernel(heads, length, dim, dtype: str):
         b, s = T.int64(), T.int64()
         cache = T.match_buffer(var_cache, (b, heads, length, dim), dtype)
         new = T.match_buffer(var_new, (b, heads, s, dim), dtype)
-        assert s <= end and end <= length, "kv_update: the write would fall outside the cache"
+        assert s <= end and end <= length, "kv_update: the write would fall outside the cache"  # noqa: PLR1716 (TVMScript)
         for i0, i1, i2, i3 in T.grid(b, heads, s, dim):
             with T.sblock("kv_write"):
                 v0, v1, v2, v3 = T.axis.remap("SSSS", [i0, i1, i2, i3])
