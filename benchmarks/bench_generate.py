@@ -133,7 +133,8 @@ class LlamaCppRunner:
         return s
 
     def _argmax(self):
-        return int(np.argmax(self.llm.scores[self.llm.n_tokens - 1]))
+        """The last position's logits, read from llama.cpp's context (the wrapper keeps them only with logits_all)."""
+        return int(np.argmax(np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.llm.n_vocab(),))))
 
 
 def make_runner(name: str, artifact: str | None):

@@ -26,6 +26,9 @@ def generate_cmd(a) -> int:
         raise InputError("give the prompt as --prompt TEXT or as --prompt-ids 1,2,3 (one of them)")
     prompt = a.prompt if a.prompt is not None else _ids(a.prompt_ids)
     art = _artifact(a)
+    if not a.reference and art.runtime() is None:
+        show.stderr.print(f"note: {art.target} artifacts cannot run on this machine; generating with its graph on the "
+                          "reference interpreter", highlight=False, soft_wrap=True)
     with show.status(f"loading {art.path}"):
         gen = art.generator(reference=a.reference)
     sampling = Sampling(a.temperature, a.top_k, a.top_p, a.seed)

@@ -24,8 +24,24 @@ def _permute(w: np.ndarray, heads: int) -> np.ndarray:
     return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def write_tiny_llama(path, *, arch="llama", embed_type="Q8_0", drop=()):
-    model = tiny_llama()[0]
+def tiny_qwen2():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         tie_word_embeddings=False)
+    model = Qwen2ForCausalLM(config).eval()
+    with torch.no_grad():  # non-zero q/k/v biases, so a dropped bias would show
+        for name, param in model.named_parameters():
+            if name.endswith("proj.bias"):
+                param.uniform_(-0.5, 0.5)
+    return model
+
+
+def write_tiny_llama(path, *, arch="llama", embed_type="Q8_0", drop=(), model=None):
+    """``model`` (default the tiny Llama) as llama.cpp's converter writes it for ``arch``."""
+    model = model or tiny_llama()[0]
     c = model.config
     sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
     meta = {
@@ -44,11 +60,13 @@ def write_tiny_llama(path, *, arch="llama", embed_type="Q8_0", drop=()):
     for i in range(c.num_hidden_layers):
         for gguf_name, hf_name in names.items():
             w = sd[f"model.layers.{i}.{hf_name}.weight"]
-            if gguf_name == "attn_q":
+            if gguf_name == "attn_q" and arch == "llama":
                 w = _permute(w, c.num_attention_heads)
-            if gguf_name == "attn_k":
+            if gguf_name == "attn_k" and arch == "llama":
                 w = _permute(w, c.num_key_value_heads)
             tensors[f"blk.{i}.{gguf_name}.weight"] = (w, "F32")
+            if f"model.layers.{i}.{hf_name}.bias" in sd:
+                tensors[f"blk.{i}.{gguf_name}.bias"] = (sd[f"model.layers.{i}.{hf_name}.bias"], "F32")
     tensors = {k: v for k, v in tensors.items() if k not in drop}
     return write_gguf(path, arch=arch, metadata=meta, tensors=tensors), model
 
@@ -67,6 +85,19 @@ def test_gguf_llama_matches_transformers(tmp_path, close):
                                      "attention_mask": np.ones((1, 6), bool), **caches})
     with torch.no_grad():
         model.model.embed_tokens.weight.copy_(torch.from_numpy(embed.numpy()))  # the Q8_0-rounded embedding
+        expected = model(torch.from_numpy(ids)).logits.numpy()
+    close(out["logits"], expected, rtol=1e-5)
+
+
+def test_gguf_qwen2_matches_transformers(tmp_path, close):
+    path, model = write_tiny_llama(tmp_path / "qwen.gguf", arch="qwen2", embed_type="F32", model=tiny_qwen2())
+    lm = load_causal_lm(path, max_seq_len=32, all_logits=True)
+    assert not lm.config.rope_interleaved and lm.config.qkv_bias
+    ids = np.array([[3, 17, 99, 4, 250, 8]])
+    caches = {f"cache_{kv}.{i}": np.zeros((1, 2, 32, 16), np.float32) for i in range(2) for kv in "kv"}
+    out = interpreter.run(lm.graph, {"input_ids": ids, "position_ids": np.arange(6)[None],
+                                     "attention_mask": np.ones((1, 6), bool), **caches})
+    with torch.no_grad():
         expected = model(torch.from_numpy(ids)).logits.numpy()
     close(out["logits"], expected, rtol=1e-5)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import llmc
-from llmc.errors import ArtifactError, InputError
+from llmc.errors import ArtifactError, InputError, ModelLoadError
 from llmc.examples import tiny_llama
 
 PROMPTS = [[1, 5, 7, 9, 11, 13, 17, 19, 23], [3, 4, 200, 100, 7, 8, 9, 10, 11, 12, 99, 98], [42, 43, 44, 45, 46]]
@@ -99,3 +99,19 @@ def test_bad_generation_options_are_refused_before_writing(model, tmp_path):
     with pytest.raises(InputError, match="max-seq-len 100000"):
         llmc.compile(model, output=tmp_path / "b", generation=True, max_seq_len=100000)
     assert not list(tmp_path.iterdir())
+
+
+def test_hugging_face_folder_with_generation(model, tmp_path):
+    """A saved Llama folder compiles into the same generation artifact (weights memory-mapped from it)."""
+    model.save_pretrained(tmp_path / "folder")
+    art = llmc.compile(tmp_path / "folder", output=tmp_path / "art", generation=True, max_seq_len=64, prefill_chunk=CHUNK)
+    assert art.manifest["generation"]["tokenizer"] is None
+    assert art.generate(PROMPTS[0], max_new_tokens=12).ids[0] == hf_greedy(model, PROMPTS[0], 12)
+
+
+def test_non_llama_models_are_refused(tmp_path):
+    from llmc.examples import tiny_gpt2
+
+    with pytest.raises(ModelLoadError, match="not 'gpt2'"):
+        llmc.compile(tiny_gpt2()[0], output=tmp_path / "a", generation=True)
+    assert not (tmp_path / "a").exists()
