@@ -63,7 +63,7 @@ class LlmcRunner:
     def prefill(self, ids: np.ndarray):
         caches = self.gen.runner.new_caches(self.gen.spec, ids.shape[0])
         mask = np.ones(ids.shape, bool)
-        logits = self.gen._prefill(ids, mask, caches)
+        logits = self.gen.prefill(ids, mask, caches)
         return {"caches": caches, "mask": mask, "token": logits[:, -1].argmax(-1)}
 
     def step(self, s):

@@ -213,7 +213,7 @@ class Generator:
         done = [False] * batch
         new_ids: list[list[int]] = [[] for _ in prompts]
         start = time.perf_counter()
-        logits = self._prefill(tokens, mask, caches)
+        logits = self.prefill(tokens, mask, caches)
         for step in range(steps):
             chosen = next_tokens(logits[:, -1, :], sampling, rng)
             now = time.perf_counter()
@@ -242,7 +242,9 @@ class Generator:
             stats.decode_s += time.perf_counter() - t0
             stats.decode_steps += 1
 
-    def _prefill(self, tokens: np.ndarray, mask: np.ndarray, caches: list) -> np.ndarray:
+    def prefill(self, tokens: np.ndarray, mask: np.ndarray, caches: list) -> np.ndarray:
+        """Run ``tokens`` [batch, n] (``mask`` False on left padding) through the caches in chunks;
+        the logits of the last chunk."""
         chunk = self.spec.prefill_chunk
         positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
         for begin in range(0, tokens.shape[1], chunk):

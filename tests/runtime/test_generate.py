@@ -46,7 +46,7 @@ def test_last_logits_match_transformers(model, artifact, close):
     gen = artifact.generator()
     for prompt in PROMPTS:
         caches = gen.runner.new_caches(gen.spec, 1)
-        logits = gen._prefill(np.array([prompt]), np.ones((1, len(prompt)), bool), caches)
+        logits = gen.prefill(np.array([prompt]), np.ones((1, len(prompt)), bool), caches)
         with torch.no_grad():
             expected = model(torch.tensor([prompt])).logits[:, -1:].numpy()
         close(logits, expected, rtol=1e-4)

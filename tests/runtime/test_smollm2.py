@@ -62,7 +62,7 @@ def test_last_logits_match_transformers(hf, artifact, close):
     gen = artifact.generator()
     for text in PROMPTS:
         ids = tokenizer(text)["input_ids"]
-        logits = gen._prefill(np.array([ids]), np.ones((1, len(ids)), bool), gen.runner.new_caches(gen.spec, 1))
+        logits = gen.prefill(np.array([ids]), np.ones((1, len(ids)), bool), gen.runner.new_caches(gen.spec, 1))
         with torch.no_grad():
             expected = model(torch.tensor([ids])).logits[:, -1:].numpy()
         close(logits, expected, rtol=1e-3)
