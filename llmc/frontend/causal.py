@@ -97,10 +97,10 @@ def _from_gguf(path: Path, max_seq_len, all_logits) -> CausalLM:
 
 
 def _from_hf_folder(folder: Path, max_seq_len, all_logits) -> CausalLM:
-    from llmc.frontend.hf import _read_config
+    from llmc.frontend.hf import read_config
     from llmc.frontend.hf_decoder import folder_tensors, hf_config, hf_weights
 
-    hf = _read_config(folder)
+    hf = read_config(folder)
     config = hf_config(hf)
     length = _cache_length(config, max_seq_len)
     lookup = hf_weights(folder_tensors(folder), bool(getattr(hf, "tie_word_embeddings", False)))

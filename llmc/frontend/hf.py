@@ -98,7 +98,7 @@ def from_hf(model, *, batch: int = 1, seq: int = 16, dynamic: dict[str, dict[int
 
 
 def _from_folder(folder: Path, batch: int, seq: int, dynamic) -> Graph:
-    config = _read_config(folder)
+    config = read_config(folder)
     files = folder_weights(folder)
     cls = _model_class(config)
     module, weights = _build_without_parameters(cls, config, files)
@@ -111,7 +111,8 @@ def _from_folder(folder: Path, batch: int, seq: int, dynamic) -> Graph:
 # -- reading a folder -------------------------------------------------------------------------
 
 
-def _read_config(folder: Path):
+def read_config(folder: Path):
+    """The transformers config of a model folder; ``ModelLoadError`` when it has none or it is unreadable."""
     if not folder.is_dir():
         raise ModelLoadError(f"{folder} is not a folder", hint="give a Hugging Face model folder (with config.json)")
     if not (folder / "config.json").is_file():
