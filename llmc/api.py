@@ -136,11 +136,11 @@ def compile(
 ) -> Artifact:
     """Capture ``model`` (any form ``load_model`` takes), optimize it and write its artifact.
 
-    ``generation`` compiles a decoder-only LLM's generation step (``llmc.frontend.decoder``:
-    KV cache of ``max_seq_len`` positions, prompts in chunks of ``prefill_chunk`` tokens (default
-    256, at most the cache),
-    logits of the last position, or of every position with ``all_logits``) instead of its
-    forward pass; None means: for GGUF files and built-in LLMs. ``Artifact.generate`` runs it.
+    ``generation`` compiles a decoder-only LLM's generation step instead of its forward pass
+    (``llmc.frontend.decoder``): a KV cache of ``max_seq_len`` positions, prompts in chunks of
+    ``prefill_chunk`` tokens (default 256, at most the cache), logits of the last position (of
+    every position with ``all_logits``). None means: for GGUF files and built-in LLMs, which
+    compile only this way. ``Artifact.generate`` runs it.
 
     ``output`` is the artifact folder (written atomically; default: a new temporary folder the
     caller owns). ``opt_level`` names the target's pipeline ("O0", "O1", ...; "1" also works).
@@ -159,6 +159,9 @@ def compile(
         check_output(out)
         step(f"capturing {model if isinstance(model, (str, Path)) else type(model).__name__}")
         sections = {}
+        if generation is False and is_generation_model(model):
+            raise InputError(f"{model} is an LLM file that llmc compiles only as a generation step",
+                             hint="leave out --no-generation / generation=False")
         if generation or (generation is None and is_generation_model(model)):
             if input_shapes or dynamic or example_inputs is not None:
                 raise InputError("a generation artifact has fixed inputs (ids, positions, mask, caches)",

@@ -11,7 +11,7 @@ from gguf import GGUFValueType
 from gguf_files import patch, tensor_info_fields, write_gguf
 
 import llmc
-from llmc.errors import ModelLoadError
+from llmc.errors import InputError, ModelLoadError
 from llmc.examples import tiny_llama
 from llmc.frontend.causal import load_causal_lm
 from llmc.ir import interpreter
@@ -138,3 +138,12 @@ def test_corrupt_files(tmp_path):
 def test_missing_file_says_so(tmp_path):
     _refused(str(tmp_path / "nope.gguf"), tmp_path / "out", "does not exist")
     _refused(str(tmp_path / "nope.onnx"), tmp_path / "out", "does not exist")
+
+
+def test_gguf_compiles_only_for_generation(tmp_path):
+    path, _ = write_tiny_llama(tmp_path / "m.gguf")
+    with pytest.raises(InputError, match="only as a generation step"):
+        llmc.compile(path, output=tmp_path / "out", generation=False)
+    with pytest.raises(InputError, match="fixed inputs"):
+        llmc.compile(path, output=tmp_path / "out", input_shapes={"input_ids": (1, 8)})
+    assert not (tmp_path / "out").exists()
