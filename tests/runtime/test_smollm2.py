@@ -72,3 +72,10 @@ def test_chat_answer(artifact):
     result = artifact.generate("What is the capital of France?", chat=True, max_new_tokens=16)
     assert "Paris" in result.text and result.reasons == ["eos"]
     assert artifact.manifest["generation"]["tokenizer"] == "tokenizer"
+
+
+def test_stop_string_and_streamed_text(artifact):
+    result = artifact.generate("What is the capital of France?", chat=True, max_new_tokens=16, stop=["Paris"])
+    assert result.text == "The capital of France is " and result.reasons == ["stop"]
+    pieces = list(artifact.stream("What is the capital of France?", chat=True, max_new_tokens=16))
+    assert "".join(p.text for p in pieces) == "The capital of France is Paris." and pieces[-1].reason == "eos"
