@@ -86,8 +86,7 @@ class Artifact:
             raise ArtifactError(f"{self.path} holds one forward pass, not a generation step",
                                 hint="compile a GGUF file or a causal LM with generation=True (--generation)")
         target = self.runtime(reference=reference)
-        runner = ReferenceRunner(self.graph) if target is None or target.name == "reference" else \
-            target.step_runner(self.path)
+        runner = ReferenceRunner(self.graph) if target is None else target.step_runner(self.path)
         tokenizer = None
         if section.get("tokenizer"):
             from transformers import AutoTokenizer

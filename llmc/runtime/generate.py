@@ -242,15 +242,16 @@ class Generator:
             stats.decode_s += time.perf_counter() - t0
             stats.decode_steps += 1
 
-    def prefill(self, tokens: np.ndarray, mask: np.ndarray, caches: list) -> np.ndarray:
+    def prefill(self, tokens: np.ndarray, mask: np.ndarray, caches: list, *, every_chunk: bool = False) -> np.ndarray:
         """Run ``tokens`` [batch, n] (``mask`` False on left padding) through the caches in chunks;
-        the logits of the last chunk."""
+        the logits of the last chunk, or of every chunk joined along the sequence (``every_chunk``)."""
         chunk = self.spec.prefill_chunk
         positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+        parts = []
         for begin in range(0, tokens.shape[1], chunk):
             end = min(begin + chunk, tokens.shape[1])
-            logits = self.runner(tokens[:, begin:end], positions[:, begin:end], mask[:, :end], caches)
-        return logits
+            parts.append(self.runner(tokens[:, begin:end], positions[:, begin:end], mask[:, :end], caches))
+        return np.concatenate(parts, axis=1) if every_chunk else parts[-1]
 
     def _finished(self, token: int, ids: list[int], stop: Sequence[str]) -> str | None:
         if token in self.spec.eos_token_ids:

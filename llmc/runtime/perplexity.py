@@ -285,13 +285,7 @@ def generator_scorer(generator) -> Callable[[np.ndarray], np.ndarray]:
 
     def score(window_ids: np.ndarray) -> np.ndarray:
         caches = generator.runner.new_caches(generator.spec, 1)
-        chunk, n = generator.spec.prefill_chunk, window_ids.shape[1]
-        parts = []
-        for begin in range(0, n, chunk):
-            end = min(begin + chunk, n)
-            positions = np.arange(begin, end, dtype=np.int64)[None]
-            parts.append(generator.runner(window_ids[:, begin:end], positions, np.ones((1, end), bool), caches))
-        return np.concatenate(parts, axis=1)
+        return generator.prefill(window_ids, np.ones(window_ids.shape, bool), caches, every_chunk=True)
 
     return score
 

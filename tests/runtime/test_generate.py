@@ -115,3 +115,15 @@ def test_non_llama_models_are_refused(tmp_path):
     with pytest.raises(ModelLoadError, match="not 'gpt2'"):
         llmc.compile(tiny_gpt2()[0], output=tmp_path / "a", generation=True)
     assert not (tmp_path / "a").exists()
+
+
+def test_every_chunk_logits_match_a_full_forward(model, tmp_path, close):
+    """With all_logits, chunked prefill joins every chunk's logits (what perplexity scoring reads)."""
+    art = llmc.compile(model, output=tmp_path / "all", generation=True, all_logits=True, max_seq_len=64,
+                       prefill_chunk=CHUNK)
+    gen, prompt = art.generator(), PROMPTS[1]
+    logits = gen.prefill(np.array([prompt]), np.ones((1, len(prompt)), bool), gen.runner.new_caches(gen.spec, 1),
+                         every_chunk=True)
+    with torch.no_grad():
+        expected = model(torch.tensor([prompt])).logits.numpy()
+    close(logits, expected, rtol=1e-4)

@@ -88,7 +88,7 @@ def attention(ctx, node, args):
         v = offset_view(ctx, v, (*v_t.shape[:2], keys, v_t.shape[3]), {}, "kv_read")
         if not one_query:
             k = offset_view(ctx, k, (*k_t.shape[:2], keys, k_t.shape[3]), {}, "kv_read")
-        if mask is not None and keys is not t:
+        if mask is not None and not S.same(keys, t):
             mask = _scalar_te(ctx, _pad_keys, mask, ctx.dim(t), name="mask_pad")
     if one_query:  # a decode step: dot products straight off the cache, no copy of its prefix
         partial = ctx.emit_te(_cache_partial_scores, q, k, ctx.dim(keys), group, name="cache_scores_partial")

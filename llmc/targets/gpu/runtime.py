@@ -62,7 +62,7 @@ class Session:
 
     def entry(self, sizes: dict[str, int]) -> str:
         """The function for inputs of these symbol sizes: the first entry whose fixed sizes they
-        match (``decode`` for one token of one sequence), else ``prefill`` (generation) or ``main``."""
+        match (``decode`` for one-token steps), else ``prefill`` (generation) or ``main``."""
         entries = self.spec.get("entries", {"main": {}})
         for name, fixed in entries.items():
             if fixed and all(sizes.get(k) == v for k, v in fixed.items()):
@@ -113,7 +113,8 @@ class StepRunner:
 
     def __init__(self, session: Session):
         self.session = session
-        self.cache_dtype = _numpy_dtype(session.spec["inputs"][3]["dtype"])
+        cache = next(t for t in session.spec["inputs"] if t["name"] == "cache_k.0")
+        self.cache_dtype = _numpy_dtype(cache["dtype"])  # float16 in a cuda --dtype float16 build
 
     def new_caches(self, spec, batch: int) -> list:
         import tvm
