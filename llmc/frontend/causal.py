@@ -97,13 +97,13 @@ def _from_gguf(path: Path, max_seq_len, all_logits) -> CausalLM:
 
 
 def _from_hf_folder(folder: Path, max_seq_len, all_logits) -> CausalLM:
-    from llmc.frontend.hf import read_config
-    from llmc.frontend.hf_decoder import folder_tensors, hf_config, hf_weights
+    from llmc.frontend.hf import folder_weights, read_config
+    from llmc.frontend.hf_decoder import hf_config, hf_weights
 
     hf = read_config(folder)
     config = hf_config(hf)
     length = _cache_length(config, max_seq_len)
-    lookup = hf_weights(folder_tensors(folder), bool(getattr(hf, "tie_word_embeddings", False)))
+    lookup = hf_weights(folder_weights(folder), bool(getattr(hf, "tie_word_embeddings", False)))
     graph = decoder_graph(config, lookup, name=folder.name, max_seq_len=length, all_logits=all_logits)
     return CausalLM(graph, config, length, _folder_tokenizer(folder))
 

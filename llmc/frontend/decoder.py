@@ -23,7 +23,7 @@ compile it once with ``seq`` symbolic or specialize ``seq = 1`` for decode. Each
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -61,8 +61,6 @@ class DecoderConfig:
     eos_token_ids: tuple[int, ...] = ()
 
     def to_json(self) -> dict:
-        from dataclasses import asdict
-
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     def cache_shape(self, batch: int, max_seq_len: int) -> tuple[int, int, int, int]:

@@ -7,8 +7,6 @@ of a folder stay memory-mapped in its safetensors files; an object's stay in its
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from llmc.errors import ModelLoadError
 from llmc.frontend.decoder import DecoderConfig, Source
 from llmc.ir.tensor import TorchWeight, Weight
@@ -71,9 +69,3 @@ def hf_weights(tensors: dict[str, Weight], tied: bool):
 
 def object_weights(model) -> dict[str, Weight]:
     return {name: TorchWeight(t) for name, t in model.state_dict().items()}
-
-
-def folder_tensors(folder: Path) -> dict[str, Weight]:
-    from llmc.frontend.hf import folder_weights
-
-    return folder_weights(folder)
