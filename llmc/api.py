@@ -131,6 +131,12 @@ def compile(
     max_seq_len: int | None = None,
     prefill_chunk: int | None = None,
     all_logits: bool = False,
+    quant: str | None = None,
+    quant_method: str = "rtn",
+    recipe: str | Path | dict | None = None,
+    calibration: str | Path | None = None,
+    calibration_samples: int | None = None,
+    calibration_length: int | None = None,
     **target_options,
 ) -> Artifact:
     """Capture ``model`` (any form ``load_model`` takes), optimize it and write its artifact.
@@ -145,6 +151,11 @@ def compile(
     caller owns). ``opt_level`` names the target's pipeline ("O0", "O1", ...; "1" also works).
     ``verify`` checks the graph after every pass. ``sizes`` binds symbolic dims for the
     manifest's flops estimates (default 1). ``progress`` is called with a line per step.
+    ``quant`` (a format: ``w4g128``, ``w8``, ``w8a8``, ...; ``llmc.passes.quantize.formats``) and/or
+    ``recipe`` (per-node overrides) quantize the weights with ``quant_method`` (``rtn``, ``gptq``,
+    ``awq``) on ``calibration`` data (``builtin``, a .txt or an .npz file; ``calibration_samples``
+    windows of ``calibration_length`` tokens). Recipes and calibration data are checked before
+    any calibration runs.
     ``target_options`` are the target's options (``llmc targets`` lists them).
     """
     tgt = get_target(target)
@@ -174,6 +185,14 @@ def compile(
         from llmc.passes import run_pipeline
 
         graph, records = run_pipeline(graph, pipeline, verify=verify)
+        if quant is not None or recipe is not None:
+            from llmc.passes.quantize.apply import quantize_for
+
+            graph, sections["quantization"], record = quantize_for(
+                graph, tgt, quant=quant, method=quant_method, recipe=recipe, calibration=calibration,
+                samples=calibration_samples, length=calibration_length,
+                tokenizer=lm.save_tokenizer if "generation" in sections else None, progress=step)
+            records.append(record)
         tgt.check(graph, options)
         step(f"lowering for {tgt.name} and writing {out}")
         manifest = write_artifact(graph, out, target=tgt, options=options, opt_level=level, passes=records,

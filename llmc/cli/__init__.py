@@ -43,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="compile an LLM's generation step with a KV cache (default: for GGUF files and LLM examples)")
     _generation_flags(c)
     c.add_argument("--all-logits", action="store_true", help="generation step returns logits of every position")
+    _quant_flags(c)
     c.set_defaults(func=compile_cmd)
 
     i = sub.add_parser("inspect", parents=[debug], help="show a model's or an artifact's structure and size")
@@ -87,6 +88,16 @@ def _parser() -> argparse.ArgumentParser:
 def _generation_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-seq-len", type=int, metavar="N", help="KV-cache length (default: the model's, at most 2048)")
     p.add_argument("--prefill-chunk", type=int, metavar="N", help="prompt tokens per prefill step (default 256)")
+
+
+def _quant_flags(p: argparse.ArgumentParser) -> None:
+    q = p.add_argument_group("quantization")
+    q.add_argument("--quant", metavar="FORMAT", help="weight format: w8, w4g32, w4g128, w3g128, w2g64, w8a8, fp16")
+    q.add_argument("--quant-method", default="rtn", choices=("rtn", "gptq", "awq"), help="how weights are rounded")
+    q.add_argument("--recipe", metavar="RECIPE.json", help='per-node formats: {"default": "w4g128", "override": {...}}')
+    q.add_argument("--calibration", metavar="builtin|FILE.txt|FILE.npz", help="calibration data (gptq and awq need it)")
+    q.add_argument("--calibration-samples", type=int, metavar="N", help="samples cut from a calibration text (default 32)")
+    q.add_argument("--calibration-length", type=int, metavar="L", help="tokens per calibration sample (default 256)")
 
 
 def _shape_flags(p: argparse.ArgumentParser, *, dynamic: bool) -> None:

@@ -31,7 +31,9 @@ def compile_cmd(a) -> int:
         art = api.compile(
             a.model, a.target, output=a.output, opt_level=a.opt_level, input_shapes=shapes_dict(a.input_shape),
             dynamic=dynamic_dict(a.dynamic), verify=a.verify, sizes=dict(a.size or []), progress=update,
-            generation=a.generation, all_logits=a.all_logits, **generation_options(a), **target_options(a),
+            generation=a.generation, all_logits=a.all_logits, quant=a.quant, quant_method=a.quant_method,
+            recipe=a.recipe, calibration=a.calibration, calibration_samples=a.calibration_samples,
+            calibration_length=a.calibration_length, **generation_options(a), **target_options(a),
         )
     model = art.manifest["model"]
     show.line(f"wrote {art.path} (target {art.target}, {art.manifest['opt_level']}): "

@@ -35,6 +35,12 @@ class Target:
     Options: ClassVar[type] = type("NoOptions", (), {"__annotations__": {}})
     pipelines: ClassVar[Mapping[str, list[str]]] = {"O0": [], "O1": []}
 
+    def quant_formats(self) -> tuple[str, ...]:
+        """The quantization formats this target runs (``llmc.passes.quantize.formats``)."""
+        from llmc.passes.quantize.formats import NAMED
+
+        return NAMED
+
     def supported_ops(self) -> set[str] | None:
         """Ops this target can lower; None means every registered op."""
         return None

@@ -66,6 +66,7 @@ class LowerContext:
         self.consts: dict[str, relax.Expr] = {}  # weights-file key -> parameter or inlined constant
         self.tags: dict[int, str] = {}            # id(node) -> binding-name prefix
         self.fused: dict[int, tuple] = {}         # id(fused node) -> (Relax function, weight keys)
+        self.lookup: Callable[[object], relax.Expr] | None = None  # IR value -> Relax value (set while emitting)
         self._tag = "v"
         self._count = 0
 

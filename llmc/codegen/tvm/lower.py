@@ -109,9 +109,10 @@ def emit_nodes(ctx: LowerContext, graph: Graph, env: dict[int, relax.Expr], *, p
     looked up in ``ctx.consts`` under ``prefix + name``. Bindings are named after each node's
     tag (``ctx.tags``), or all after ``tag`` (the body of a fused node).
     """
+    ctx.lookup = lambda v: _value(ctx, env, v, prefix)
     for node in graph.nodes:
         ctx.begin_node(tag or ctx.tags[id(node)])
-        args = [_value(ctx, env, v, prefix) for v in node.inputs]
+        args = [ctx.lookup(v) for v in node.inputs]
         result = lowering(node.op)(ctx, node, args)
         results = list(result) if isinstance(result, (list, tuple)) else [result]
         if len(results) != len(node.outputs):

@@ -14,6 +14,7 @@ from __future__ import annotations
 from tvm import te
 from tvm.relax import op as R
 
+from llmc.codegen.tvm.ops_quant import dequant_at, packed_operands
 from llmc.codegen.tvm.registry import lowers
 
 
@@ -22,7 +23,7 @@ def matmul(ctx, node, args):
     a, b = node.inputs
     if _packable(ctx, a.type, b):
         packed = ctx.emit(R.layout_transform(args[1], _panels_of_kn(ctx.options.pack_weights), pad_value=0))
-        return _packed_dense(ctx, args[0], a.type, packed, b.type.shape[1])
+        return _packed_dense(ctx, args[0], a.type, [packed], _float_panel, b.type.shape[1])
     return R.matmul(args[0], args[1])
 
 
@@ -30,10 +31,40 @@ def matmul(ctx, node, args):
 def linear(ctx, node, args):
     x, w = node.inputs[0], node.inputs[1]
     bias = args[2] if len(args) == 3 else None
+    q = packed_operands(ctx, w)
+    if q is not None:
+        return _quantized_linear(ctx, args[0], x.type, q, w.type.shape[0], bias)
     if _packable(ctx, x.type, w):
         packed = ctx.emit(R.layout_transform(args[1], _panels_of_nk(ctx.options.pack_weights), pad_value=0))
-        return _packed_dense(ctx, args[0], x.type, packed, w.type.shape[0], bias)
+        return _packed_dense(ctx, args[0], x.type, [packed], _float_panel, w.type.shape[0], bias)
     y = nt_matmul(ctx, args[0], args[1])
+    return y if bias is None else R.add(y, bias)
+
+
+def _quantized_linear(ctx, x, x_type, q, n: int, bias):
+    """x @ W^T with W read from its packed codes inside the reduction loop (never a float matrix).
+
+    With weight panels (cpu) the words, scales and minimums are re-laid out as panels
+    ``[N/P, words or groups, P]`` at load time, so each step of the reduction loads P
+    consecutive words and P scales, and one shift serves the whole vector of output features.
+    """
+    if ctx.options.pack_weights and x_type.rank >= 2:
+        p = ctx.options.pack_weights
+        panels = [ctx.emit(R.layout_transform(t, _panels_of_nk(p), pad_value=0)) for t in q.tensors]
+
+        def weight_at(tensors, jo, k, ji, dtype):
+            minimum = tensors[2] if len(tensors) == 3 else None
+            return dequant_at(q.grid, q.k, tensors[0], tensors[1], minimum, (jo, ji), k).astype(dtype)
+
+        return _packed_dense(ctx, x, x_type, panels, weight_at, n, bias)
+
+    def compute(x, words, scale, *minimum):
+        w = te.compute((n, q.k), lambda i, k: dequant_at(q.grid, q.k, words, scale, minimum[0] if minimum else None, i, k)
+                       .astype(x.dtype), name="dequantize")
+        k = te.reduce_axis((0, q.k), name="k")
+        return te.compute([*x.shape[:-1], n], lambda *i: te.sum(x[(*i[:-1], k)] * w[i[-1], k], axis=k), name="NT_matmul")
+
+    y = ctx.emit_te(compute, x, *q.tensors, name="quantized_matmul")
     return y if bias is None else R.add(y, bias)
 
 
@@ -65,7 +96,11 @@ def _panels_of_kn(p: int):
     return lambda k, n: (n // p, k, n % p)
 
 
-def _packed_dense(ctx, x, x_type, packed, n: int, bias=None):
+def _float_panel(tensors, jo, k, ji, _dtype):
+    return tensors[0][jo, k, ji]
+
+
+def _packed_dense(ctx, x, x_type, weights, weight_at, n: int, bias=None):
     """y = x @ W (+ b) from panels: y3[..., i, jo, ji] = sum_k x[..., i, k] * Wp[jo, k, ji] (+ bp[jo, ji]).
 
     Written as an einsum (every index a plain loop variable) so schedules can pad and tile it,
@@ -75,16 +110,18 @@ def _packed_dense(ctx, x, x_type, packed, n: int, bias=None):
     p = ctx.options.pack_weights
     panels = -(-n // p)
 
-    def compute(x, wp, *bp):
+    def compute(x, *tensors):
+        wt, bp = tensors[:len(weights)], tensors[len(weights):]
         k = te.reduce_axis((0, x.shape[-1]), name="k")
         shape = [*x.shape[:-1], panels, p]
-        y = te.compute(shape, lambda *i: te.sum(x[(*i[:-2], k)] * wp[i[-2], k, i[-1]], axis=k), name="dense")
+        y = te.compute(shape, lambda *i: te.sum(x[(*i[:-2], k)] * weight_at(wt, i[-2], k, i[-1], x.dtype), axis=k),
+                       name="dense")
         if not bp:
             return y
         return te.compute(shape, lambda *i: y[i] + bp[0][i[-2], i[-1]], name="bias_add")
 
     extra = [] if bias is None else [ctx.emit(R.layout_transform(bias, lambda j: (j // p, j % p), pad_value=0))]
-    y3 = ctx.emit_te(compute, x, packed, *extra, name="dense_packed")
+    y3 = ctx.emit_te(compute, x, *weights, *extra, name="dense_packed")
     y = R.reshape(y3, [*ctx.shape(x_type.shape[:-1]), panels * p])
     if panels * p == n:
         return y

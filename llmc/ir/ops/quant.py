@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from llmc.errors import ShapeError
+from llmc.ir import packing
+from llmc.ir import shapes as S
 from llmc.ir.dtypes import DType
-from llmc.ir.ops.registry import Attr, op
+from llmc.ir.ops.registry import Attr, Cost, op
+from llmc.ir.packing import Grid
 from llmc.ir.types import TensorType
 
 _RANGES = {DType.i8: (-128, 127), DType.u8: (0, 255), DType.i4: (-8, 7), DType.u4: (0, 15), DType.i32: (-(2**31), 2**31 - 1)}
@@ -71,3 +74,36 @@ class Dequantize:
         if len(xs) == 3:
             q = q - broadcast_scale(xs[2].astype(np.float32), q.shape, axis)
         return (q * broadcast_scale(xs[1].astype(np.float32), q.shape, axis)).astype(xs[1].dtype)
+
+
+@op("dequantize_packed", inputs=("words", "scale", "minimum"), optional=1, kind="quant",
+    attrs={"bits": Attr("int"), "group": Attr("int", 0), "k": Attr("int")})
+class DequantizePacked:
+    """W[n, k] (float32) from codes packed in int32 words and float16 group scales
+    (``llmc.ir.packing``): ``(code - 2**(bits-1)) * scale`` without ``minimum`` (symmetric),
+    ``code * scale + minimum`` with it. ``group`` consecutive k share a scale (0: the whole row)."""
+
+    @staticmethod
+    def infer(types, attrs):
+        words, scale = types[0], types[1]
+        grid = Grid(attrs["bits"], attrs["group"], sym=len(types) == 2)
+        k = attrs["k"]
+        if words.dtype != DType.i32 or words.rank != 2:
+            raise ShapeError(f"packed words must be i32 [out, words], got {words}")
+        n = words.shape[0]
+        expect = (n, grid.groups(k))
+        if words.shape[1] != grid.words(k):
+            raise ShapeError(f"{k} codes of {grid.bits} bits take {grid.words(k)} words per row, got {words}")
+        for t in types[1:]:
+            if t.dtype != DType.f16 or tuple(t.shape) != expect:
+                raise ShapeError(f"packed scales must be f16{list(expect)}, got {t}")
+        return [TensorType(DType.f32, (n, k))]
+
+    @staticmethod
+    def reference(xs, attrs):
+        grid = Grid(attrs["bits"], attrs["group"], sym=len(xs) == 2)
+        return packing.dequantize(xs[0], xs[1], xs[2] if len(xs) == 3 else None, grid, attrs["k"])
+
+    @staticmethod
+    def cost(types, outs, attrs):
+        return Cost(flops=S.dim(3 * outs[0].numel), bytes=S.dim(sum(t.nbytes() for t in [*types, *outs])))

@@ -1,0 +1,185 @@
+"""Quantization formats and recipes: which format each weight gets, checked before any work.
+
+A format is named ``w<bits>[g<group>]`` (weight-only: ``w8`` per output channel, ``w4g128``
+groups of 128 along the reduction axis), ``w8a8`` (SmoothQuant: int8 weights per channel, int8
+activations, integer matmuls) or ``fp16`` (weights stored as float16). 8-bit weight-only grids are
+symmetric; 4, 3 and 2 bits are asymmetric (``code * scale + minimum``, llama.cpp's Q4_1 form).
+
+A recipe is ``{"default": FORMAT, "override": {KEY: FORMAT}}``. A key is an op kind
+(``linear``, ``embedding``) or a glob over node names: a node's origin (``blk.3.ffn_down``,
+``model.layers.3.mlp.down_proj``) and, for GGUF origins, its Hugging Face name. The most
+specific match wins: a glob, then an op kind, then the default. ``float`` keeps a weight float.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llmc.errors import LLMCError
+from llmc.ir.graph import Graph, Node
+from llmc.ir.packing import Grid
+
+NAMED = ("w8", "w4g32", "w4g128", "w3g128", "w2g64", "w8a8", "fp16")
+KEEP = "float"
+METHODS = ("rtn", "gptq", "awq")
+_FORMAT_RE = re.compile(r"w(?P<bits>\d+)(?:g(?P<group>\d+))?")
+# Which input of an op is the weight a format applies to.
+WEIGHT_SLOT = {"linear": 1, "embedding": 0}
+# GGUF tensor names -> their Hugging Face names, so one recipe fits both.
+_GGUF_ALIASES = {
+    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+}
+
+
+@dataclass(frozen=True)
+class Format:
+    """One format: its name, the weight grid (None: float16 storage) and whether activations are int8."""
+
+    name: str
+    grid: Grid | None
+    act8: bool = False
+
+    @property
+    def bits(self) -> float:
+        return 16 if self.grid is None else self.grid.bits
+
+    @classmethod
+    def parse(cls, text: str) -> Format:
+        name = text.strip().lower()
+        if name == "fp16":
+            return cls(name, None)
+        if name == "w8a8":
+            return cls(name, Grid(8, 0, sym=True), act8=True)
+        m = _FORMAT_RE.fullmatch(name)
+        bits = int(m["bits"]) if m else 0
+        if not m or bits not in (2, 3, 4, 8) or (m["group"] is not None and int(m["group"]) < 8):
+            raise LLMCError(f"unknown quantization format {text!r}",
+                            hint=f"use one of {', '.join(NAMED)} (or w<bits>g<group>: bits 2, 3, 4, 8; group >= 8)")
+        return cls(name, Grid(bits, int(m["group"] or 0), sym=bits == 8))
+
+
+@dataclass
+class Recipe:
+    """The format of every quantizable weight (see the module docstring) and the method that rounds them."""
+
+    default: Format | None
+    override: dict[str, Format | None] = field(default_factory=dict)
+    method: str = "rtn"
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise LLMCError(f"unknown quantization method {self.method!r}", hint=f"use one of {', '.join(METHODS)}")
+
+    @classmethod
+    def of(cls, quant: str | None = None, recipe: str | Path | dict | None = None, method: str = "rtn") -> Recipe:
+        """From ``--quant FORMAT`` and/or ``--recipe FILE`` (a path or the parsed dict); the file's
+        default wins over ``quant`` only when ``quant`` is not given."""
+        data = _read_recipe(recipe) if recipe is not None else {}
+        unknown = set(data) - {"default", "override", "method"}
+        if unknown:
+            raise LLMCError(f"unknown recipe keys {sorted(unknown)}", hint="a recipe has 'default', 'override' and 'method'")
+        default = quant if quant is not None else data.get("default")
+        if not isinstance(data.get("override", {}), dict):
+            raise LLMCError("the recipe's 'override' must map node globs or op kinds to formats")
+        override = {str(k): _format(v) for k, v in data.get("override", {}).items()}
+        return cls(_format(default) if default is not None else None, override, data.get("method", method))
+
+    def format_of(self, node: Node) -> Format | None:
+        names = aliases(node.meta.origin or node.name)
+        for key, fmt in self.override.items():
+            if key not in WEIGHT_SLOT and any(fnmatch.fnmatchcase(n, key) for n in names):
+                return fmt
+        if node.op in self.override:
+            return self.override[node.op]
+        return self.default
+
+    def to_json(self) -> dict:
+        def name(f):
+            return KEEP if f is None else f.name
+
+        return {"default": name(self.default), "override": {k: name(v) for k, v in self.override.items()},
+                "method": self.method}
+
+    @property
+    def formats(self) -> set[str]:
+        return {f.name for f in [self.default, *self.override.values()] if f is not None}
+
+
+def aliases(origin: str) -> list[str]:
+    """A node's names for recipe globs: its origin, and for GGUF names the Hugging Face one."""
+    out = [origin]
+    m = re.fullmatch(r"blk\.(\d+)\.(\w+)", origin)
+    if m and m[2] in _GGUF_ALIASES:
+        out.append(f"model.layers.{m[1]}.{_GGUF_ALIASES[m[2]]}")
+    elif origin in ("token_embd", "output"):
+        out.append("model.embed_tokens" if origin == "token_embd" else "lm_head")
+    return out
+
+
+def quantizable(graph: Graph) -> list[Node]:
+    """Nodes whose weight a format can apply to: a ``linear`` reading a 2-D constant, and an
+    ``embedding`` of the token ids (``input_ids``) or of a table a linear also reads (tied weights).
+    Other tables (rotary sin/cos, position embeddings) stay float."""
+    out = []
+    for node in graph.nodes:
+        slot = WEIGHT_SLOT.get(node.op)
+        if slot is None or not node.inputs[slot].is_const or node.inputs[slot].type.rank != 2:
+            continue
+        if node.op == "embedding" and node.inputs[1].name != "input_ids" \
+                and not any(user.op == "linear" for user in node.inputs[0].users):
+            continue
+        out.append(node)
+    return out
+
+
+def check_recipe(graph: Graph, recipe: Recipe, target_formats: set[str] | None, target: str) -> dict[str, Format]:
+    """The format of each quantizable node (by name); refuses what cannot work before any calibration."""
+    if target_formats is not None:
+        bad = sorted(recipe.formats - target_formats)
+        if bad:
+            raise LLMCError(f"target {target} cannot run the formats {bad}",
+                            hint=f"it runs {', '.join(sorted(target_formats)) or 'none'} (see `llmc targets`)")
+    nodes = quantizable(graph)
+    globs = [k for k in recipe.override if k not in WEIGHT_SLOT]
+    for key in globs:
+        if not any(fnmatch.fnmatchcase(n, key) for node in nodes for n in aliases(node.meta.origin or node.name)):
+            raise LLMCError(f"the recipe's override {key!r} matches no quantizable weight of {graph.name}",
+                            hint=f"names look like {', '.join(aliases(nodes[0].meta.origin)) if nodes else '-'}")
+    chosen = {}
+    for node in nodes:
+        fmt = recipe.format_of(node)
+        if fmt is None:
+            continue
+        if node.op == "embedding" and fmt.act8:
+            fmt = Format("w8", fmt.grid)  # a table lookup has no activations to quantize
+        chosen[node.name] = fmt
+    return chosen
+
+
+def _format(value) -> Format | None:
+    if value is None or value == KEEP:
+        return None
+    if not isinstance(value, str):
+        raise LLMCError(f"a quantization format must be a name, got {value!r}", hint=f"use one of {', '.join(NAMED)}")
+    return Format.parse(value)
+
+
+def _read_recipe(recipe) -> dict:
+    if isinstance(recipe, dict):
+        return recipe
+    path = Path(recipe)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise LLMCError(f"recipe file {path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LLMCError(f"recipe file {path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise LLMCError(f"recipe file {path} must hold a JSON object", hint='{"default": "w4g128", "override": {...}}')
+    return data

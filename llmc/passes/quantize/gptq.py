@@ -1,0 +1,166 @@
+"""GPTQ (Frantar et al. 2022): quantize ``W[n, k]`` one input column at a time, moving each column's rounding
+error onto the columns not yet quantized so that the layer output on the calibration inputs changes least.
+
+With ``H`` the mean of ``x x^T`` over calibration tokens, quantizing column ``i`` while the set ``F`` of
+columns is still free changes the others by the optimal (OBS) update
+
+    W[:, F] -= (W[:, i] - q) / Hinv_F[i, i] * Hinv_F[i, F]        Hinv_F = (H restricted to F)^-1
+
+and row ``i`` of the upper Cholesky factor ``U`` of ``H^-1`` (in processing order) is exactly
+``Hinv_F[i, F] / sqrt(Hinv_F[i, i])``, so one factorization serves every step. Updates of the columns
+after a block of ``block`` columns are applied once per block (lazy batch updates: the same numbers).
+
+Invariant: every code is computed against the float16-exact scale/minimum its group stores, and the
+returned ``Packed`` holds codes in the original column order, so its groups stay contiguous ranges of ``k``.
+Which weights fit a group's grid:
+
+- ``act_order=False`` (classic GPTQ): the weights of the group as they are, error updates included, when
+  its first column is processed. Blocks are then rounded to whole groups, so a group never straddles two.
+- ``act_order=True`` (columns by decreasing ``H[i, i]``, "static groups"): every group's grid is fitted
+  once, from the weights before any update, since its columns are processed far apart.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from llmc.errors import LLMCError, ShapeError
+from llmc.ir.packing import Grid, Packed, decode, encode, fit, from_codes
+
+DAMP_TRIES = 3  # dampening damp, 10 damp, 100 damp before giving up
+
+
+def gptq(w: np.ndarray, hessian: np.ndarray, grid: Grid, *, damp: float = 0.01, block: int = 128,
+         act_order: bool = True) -> Packed:
+    """Quantize ``w`` [N, K] on ``grid`` minimizing the output error under ``hessian`` [K, K] (see module)."""
+    if block < 1:
+        raise LLMCError(f"GPTQ block size {block} must be >= 1", hint="use 128")
+    weights, h = _prepare(w, hessian)
+    n, k = weights.shape
+    order = np.argsort(-np.diag(h), kind="stable") if act_order else np.arange(k)
+    grids = _Grids(n, k, grid)
+    if act_order:
+        for g in range(grid.groups(k)):
+            grids.fit(g, weights[:, grids.columns(g)])
+    elif grid.group:
+        block = grids.size * max(1, block // grids.size)
+    u = _inverse_cholesky(h[np.ix_(order, order)], damp).astype(np.float32)
+    weights = np.ascontiguousarray(weights[:, order])
+    codes = np.empty((n, k), np.uint8)
+    for start in range(0, k, block):
+        end = min(start + block, k)
+        err = _quantize_block(weights, u, order, start, end, grids, codes, refit=not act_order)
+        weights[:, end:] -= err @ u[start:end, end:]
+    return grids.packed(codes)
+
+
+def output_error(w: np.ndarray, packed: Packed, hessian: np.ndarray) -> float:
+    """Relative error of the layer output on the calibration inputs: tr(D H D^T) / tr(W H W^T), D = W - Q."""
+    w = np.asarray(w, np.float64)
+    d = w - packed.dequantize()
+    h = np.asarray(hessian, np.float64)
+    num, den = float(np.sum((d @ h) * d)), float(np.sum((w @ h) * w))
+    if den <= 0:
+        return 0.0 if num <= 0 else float("inf")
+    return max(num, 0.0) / den
+
+
+class HessianAccumulator:
+    """Running ``mean(x x^T)`` (float64 [K, K]) over calibration rows ``x[..., K]`` of one linear's input."""
+
+    def __init__(self):
+        self._sum: np.ndarray | None = None
+        self.count = 0
+
+    def add(self, x: np.ndarray) -> None:
+        rows = np.asarray(x, np.float64).reshape(-1, np.shape(x)[-1])
+        if self._sum is None:
+            self._sum = np.zeros((rows.shape[1], rows.shape[1]))
+        elif rows.shape[1] != self._sum.shape[0]:
+            raise ShapeError(f"calibration rows have {rows.shape[1]} features, earlier ones {self._sum.shape[0]}")
+        self._sum += rows.T @ rows
+        self.count += rows.shape[0]
+
+    @property
+    def value(self) -> np.ndarray:
+        if not self.count:
+            raise LLMCError("no calibration rows were added to the Hessian", hint="run calibration inputs first")
+        return self._sum / self.count
+
+
+class _Grids:
+    """The per-group scale (and minimum) of one matrix, [N, groups], filled in as groups are fitted."""
+
+    def __init__(self, n: int, k: int, grid: Grid):
+        self.grid, self.size, self.k = grid, grid.group_size(k), k
+        self.scale = np.ones((n, grid.groups(k)), np.float32)
+        self.minimum = None if grid.sym else np.zeros((n, grid.groups(k)), np.float32)
+
+    def columns(self, g: int) -> slice:
+        return slice(g * self.size, min((g + 1) * self.size, self.k))
+
+    def fit(self, g: int, block: np.ndarray) -> None:
+        self.scale[:, g], minimum = fit(block, self.grid)
+        if minimum is not None:
+            self.minimum[:, g] = minimum
+
+    def round(self, column: int, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Codes and values of input column ``column`` holding ``w`` [N]."""
+        g = column // self.size
+        scale, minimum = self.scale[:, g], None if self.minimum is None else self.minimum[:, g]
+        codes = encode(w[:, None], scale, minimum, self.grid)
+        return codes[:, 0], decode(codes, scale, minimum, self.grid)[:, 0]
+
+    def packed(self, codes: np.ndarray) -> Packed:
+        return from_codes(codes, self.scale, self.minimum, self.grid)
+
+
+def _quantize_block(weights, u, order, start, end, grids: _Grids, codes, *, refit: bool) -> np.ndarray:
+    """Quantize processing positions [start, end), updating the block's later columns; the scaled errors."""
+    cols = weights[:, start:end]  # a view: in-block updates land in ``weights``
+    err = np.empty_like(cols)
+    for i in range(end - start):
+        column = int(order[start + i])
+        if refit and column % grids.size == 0:
+            grids.fit(column // grids.size, weights[:, grids.columns(column // grids.size)])
+        codes[:, column], q = grids.round(column, cols[:, i])
+        err[:, i] = (cols[:, i] - q) / u[start + i, start + i]
+        cols[:, i + 1:] -= np.outer(err[:, i], u[start + i, start + i + 1:end])
+    return err
+
+
+def _prepare(w: np.ndarray, hessian: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Float32 weights and float64 Hessian, dead inputs (``H[i, i] == 0``) given ``H[i, i] = 1``, ``W[:, i] = 0``."""
+    weights, h = np.array(w, np.float32), np.array(hessian, np.float64)
+    if weights.ndim != 2 or h.shape != (weights.shape[1],) * 2:
+        raise ShapeError(f"GPTQ needs W [N, K] and H [K, K], got {weights.shape} and {h.shape}")
+    if not (np.isfinite(h).all() and np.isfinite(weights).all()):
+        raise LLMCError("GPTQ got a Hessian or weights with inf/NaN",
+                        hint="check the calibration activations and the model weights for overflow")
+    diag = np.diag(h)
+    if (diag < 0).any():
+        raise LLMCError(f"the Hessian has negative diagonal entries (input {int(np.argmin(diag))})",
+                        hint="pass mean(x x^T) over calibration tokens")
+    dead = diag == 0
+    h[dead, dead] = 1.0
+    weights[:, dead] = 0.0
+    return weights, h
+
+
+def _inverse_cholesky(h: np.ndarray, damp: float) -> np.ndarray:
+    """Upper Cholesky factor ``U`` of ``(h + d * mean(diag h) * I)^-1``, d = damp, 10 damp, ... until it exists.
+
+    With ``J`` the order reversal and ``J h J = L L^T``: ``h^-1 = (J L^-1 J)^T (J L^-1 J)`` and ``J L^-1 J`` is
+    upper triangular, so ``U = J L^-1 J`` (one factorization, no explicit ``h^-1``).
+    """
+    eye, mean = np.eye(len(h)), float(np.mean(np.diag(h)))
+    for attempt in range(DAMP_TRIES):
+        try:
+            lower = np.linalg.cholesky((h + damp * 10**attempt * mean * eye)[::-1, ::-1])
+            upper = np.linalg.inv(lower)[::-1, ::-1]
+        except np.linalg.LinAlgError:
+            continue
+        if np.isfinite(upper).all():
+            return upper
+    raise LLMCError(f"the Hessian is not positive definite even with dampening {damp * 10**(DAMP_TRIES - 1):g}",
+                    hint="collect more calibration tokens, or check the activations for overflow")
