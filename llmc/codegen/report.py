@@ -152,9 +152,24 @@ def artifact_tables(manifest: dict) -> list[Table]:
               for p in manifest["passes"]]
     tables = [Table("artifact", ["", ""], compiled), *model_tables(manifest["model"])]
     tables.append(Table(f"passes ({manifest['opt_level']})", ["pass", "changed", "stats"], passes))
+    if "quantization" in manifest:
+        tables.append(quantization_table(manifest["quantization"]))
     if "files" in manifest:
         tables.append(Table("files", ["file", "sha256"], [[f, h[:16]] for f, h in manifest["files"].items()]))
     return tables
+
+
+def quantization_table(section: dict) -> Table:
+    """One row per quantized weight: format, method, error (and on what it was measured), bytes."""
+    rows = [[r["origin"], str(r["layer"] if r["layer"] is not None else "-"), r["format"], r["method"],
+             f"{r['error']:.2e} ({r['metric']})", nbytes(r["bytes"]), f"{r['bytes'] / r['float_bytes']:.3f}"]
+            for r in section["layers"]]
+    ratio = section["bytes"] / max(section["float_bytes"], 1)
+    calib = section["calibration"]
+    data = "none" if calib is None else f"{calib['source']} ({calib['tokens']} tokens)"
+    title = (f"quantization: recipe {_short(section['recipe'])}; calibration {data}; "
+             f"{nbytes(section['bytes'])} of quantized weights, {ratio:.3f}x their float32 size")
+    return Table(title, ["weight", "layer", "format", "method", "error", "bytes", "of float32"], rows)
 
 
 def pass_label(name: str, round: int | None) -> str:
@@ -182,7 +197,9 @@ def to_markdown(tables: list[Table], title: str) -> str:
 def render_report(manifest: dict) -> str:
     """report.md of an artifact (everything in the manifest except the file hashes)."""
     body = {k: v for k, v in manifest.items() if k != "files"}
-    return to_markdown(artifact_tables(body), f"llmc artifact: {manifest['model']['name']}")
+    text = to_markdown(artifact_tables(body), f"llmc artifact: {manifest['model']['name']}")
+    plot = manifest.get("quantization", {}).get("plot")
+    return text + (f"\n![error and bits per quantized weight]({plot})\n" if plot else "")
 
 
 # -- numbers for people ---------------------------------------------------------------------

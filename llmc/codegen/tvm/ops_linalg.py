@@ -17,6 +17,8 @@ from tvm.relax import op as R
 from llmc.codegen.tvm.ops_quant import dequant_at, packed_operands
 from llmc.codegen.tvm.registry import lowers
 
+WEIGHT_STAGE = "dequantize_panel"  # the stage a schedule computes once per reduction step
+
 
 @lowers("matmul")
 def matmul(ctx, node, args):
@@ -56,7 +58,7 @@ def _quantized_linear(ctx, x, x_type, q, n: int, bias):
             minimum = tensors[2] if len(tensors) == 3 else None
             return dequant_at(q.grid, q.k, tensors[0], tensors[1], minimum, (jo, ji), k).astype(dtype)
 
-        return _packed_dense(ctx, x, x_type, panels, weight_at, n, bias)
+        return _packed_dense(ctx, x, x_type, panels, weight_at, n, bias, stage=True)
 
     def compute(x, words, scale, *minimum):
         w = te.compute((n, q.k), lambda i, k: dequant_at(q.grid, q.k, words, scale, minimum[0] if minimum else None, i, k)
@@ -100,7 +102,7 @@ def _float_panel(tensors, jo, k, ji, _dtype):
     return tensors[0][jo, k, ji]
 
 
-def _packed_dense(ctx, x, x_type, weights, weight_at, n: int, bias=None):
+def _packed_dense(ctx, x, x_type, weights, weight_at, n: int, bias=None, stage: bool = False):
     """y = x @ W (+ b) from panels: y3[..., i, jo, ji] = sum_k x[..., i, k] * Wp[jo, k, ji] (+ bp[jo, ji]).
 
     Written as an einsum (every index a plain loop variable) so schedules can pad and tile it,
@@ -114,8 +116,12 @@ def _packed_dense(ctx, x, x_type, weights, weight_at, n: int, bias=None):
         wt, bp = tensors[:len(weights)], tensors[len(weights):]
         k = te.reduce_axis((0, x.shape[-1]), name="k")
         shape = [*x.shape[:-1], panels, p]
-        y = te.compute(shape, lambda *i: te.sum(x[(*i[:-2], k)] * weight_at(wt, i[-2], k, i[-1], x.dtype), axis=k),
-                       name="dense")
+        if stage:  # a weight worth computing once per reduction step, for all rows (see the cpu rule Dense)
+            w = te.compute((panels, x.shape[-1], p), lambda jo, kk, ji: weight_at(wt, jo, kk, ji, x.dtype), name=WEIGHT_STAGE)
+            at = lambda jo, kk, ji: w[jo, kk, ji]  # noqa: E731
+        else:
+            at = lambda jo, kk, ji: weight_at(wt, jo, kk, ji, x.dtype)  # noqa: E731
+        y = te.compute(shape, lambda *i: te.sum(x[(*i[:-2], k)] * at(i[-2], k, i[-1]), axis=k), name="dense")
         if not bp:
             return y
         return te.compute(shape, lambda *i: y[i] + bp[0][i[-2], i[-1]], name="bias_add")

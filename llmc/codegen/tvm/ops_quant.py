@@ -14,7 +14,7 @@ from llmc.codegen.tvm.context import as_f32
 from llmc.codegen.tvm.registry import lowers
 from llmc.ir.dtypes import DType
 from llmc.ir.ops.quant import _RANGES
-from llmc.ir.packing import Grid
+from llmc.ir.packing import F16_TINY, Grid
 
 
 @lowers("quantize")
@@ -124,3 +124,60 @@ def dequant_at(grid: Grid, k_len: int, words, scale, minimum, n, k) -> tirx.Prim
 def _at(tensor, lead, last):
     """Element of an [N, X] tensor, or of its panels [N/P, X, P] when ``lead`` is (jo, ji)."""
     return tensor[lead[0], last] if len(lead) == 1 else tensor[lead[0], last, lead[1]]
+
+
+@lowers("linear_w8a8")
+def linear_w8a8(ctx, node, args):
+    """Two kernels: the activations quantized per token (a row max and a rounding), then the int8 x
+    int8 products accumulated in int32 with the scales as epilogue. On the cpu the weight words are
+    re-laid out as panels ``[N/P, words, P]`` like every packed weight."""
+    x_type = node.inputs[0].type
+    k_len, static = node.attrs["k"], node.attrs["act_scale"]
+    n = node.inputs[1].type.shape[0]
+    p = ctx.options.pack_weights if x_type.rank >= 2 else 0
+    out_dtype = ctx.dtype(DType.f32)
+
+    def row_scales(x):
+        rows = x.shape[:-1]
+        if static > 0:
+            return te.compute(rows, lambda *i: tirx.const(static, "float32"), name="act_scale")
+        k = te.reduce_axis((0, k_len), name="k")
+        amax = te.compute(rows, lambda *i: te.max(tirx.abs(as_f32(x[(*i, k)])), axis=k), name="act_absmax")
+        return te.compute(rows, lambda *i: tirx.max(amax[i] / 127.0, F16_TINY), name="act_scale")
+
+    def quantize_rows(x, sx):
+        return te.compute(x.shape, lambda *i: tirx.Cast("int8", tirx.max(tirx.min(
+            tirx.nearbyint(as_f32(x[i]) / sx[i[:-1]]), 127.0), -127.0)), name="act_quantize")
+
+    sx = ctx.emit_te(row_scales, args[0], name="act_scales")
+    xq = ctx.emit_te(quantize_rows, args[0], sx, name="act_quantize")
+    words, scale = args[1], args[2]
+    if p:
+        words, scale = (ctx.emit(relax.op.layout_transform(t, lambda a, b: (a // p, b, a % p), pad_value=0))
+                        for t in (words, scale))
+
+    def product(xq, sx, words, scale):
+        k = te.reduce_axis((0, k_len), name="k")
+        out = [*xq.shape[:-1], -(-n // p), p] if p else [*xq.shape[:-1], n]
+
+        def code(*i):
+            lead = (i[-2], i[-1]) if p else (i[-1],)
+            word = words[lead[0], tirx.floordiv(k, 4), lead[1]] if p else words[lead[0], tirx.floordiv(k, 4)]
+            shift = (tirx.floormod(k, 4) * 8).astype("int32")
+            return tirx.bitwise_and(tirx.shift_right(word, shift), tirx.const(255, "int32")) - 128
+
+        rows = len(xq.shape) - 1
+        acc = te.compute(out, lambda *i: te.sum(tirx.Cast("int32", xq[(*i[:rows], k)]) * code(*i), axis=k), name="dense")
+
+        def rescale(*i):
+            s = scale[i[-2], 0, i[-1]] if p else scale[i[-1], 0]
+            return tirx.Cast(out_dtype, as_f32(acc[i]) * sx[i[:rows]] * as_f32(s))
+
+        return te.compute(out, rescale, name="rescale")
+
+    y = ctx.emit_te(product, xq, sx, words, scale, name="dense_w8a8")
+    if not p:
+        return y
+    y = ctx.emit(relax.op.reshape(y, [*ctx.shape(x_type.shape[:-1]), -(-n // p) * p]))
+    return y if -(-n // p) * p == n else relax.op.strided_slice(y, axes=[x_type.rank - 1], begin=[0], end=[n])
+

@@ -107,3 +107,46 @@ class DequantizePacked:
     @staticmethod
     def cost(types, outs, attrs):
         return Cost(flops=S.dim(3 * outs[0].numel), bytes=S.dim(sum(t.nbytes() for t in [*types, *outs])))
+
+
+@op("linear_w8a8", inputs=("x", "words", "scale"), kind="matmul", attrs={"k": Attr("int"), "act_scale": Attr("float", 0.0)})
+class LinearW8A8:
+    """SmoothQuant's integer linear: y = (xq @ wq^T) * sx * scale[n], accumulated exactly in int32.
+
+    Weights are 8-bit symmetric packed codes (``dequantize_packed`` with bits=8, one scale per
+    row): wq = code - 128. Activations are quantized per token, sx = max|x| / 127 over the row
+    (``act_scale`` = 0), or with one static scale sx = ``act_scale``: xq = clip(round(x / sx), -127, 127).
+    """
+
+    @staticmethod
+    def infer(types, attrs):
+        x, words, scale = types
+        n = words.shape[0]
+        if words.dtype != DType.i32 or words.rank != 2 or words.shape[1] != Grid(8).words(attrs["k"]):
+            raise ShapeError(f"linear_w8a8 needs i32 words [out, {Grid(8).words(attrs['k'])}], got {words}")
+        if scale.dtype != DType.f16 or tuple(scale.shape) != (n, 1):
+            raise ShapeError(f"linear_w8a8 needs one f16 scale per output row [{n}, 1], got {scale}")
+        if x.dtype != DType.f32 or not S.same(x.shape[-1], attrs["k"]):
+            raise ShapeError(f"linear_w8a8 input {x} does not match {attrs['k']} input features")
+        return [TensorType(DType.f32, (*x.shape[:-1], n))]
+
+    @staticmethod
+    def reference(xs, attrs):
+        x, words, scale = xs
+        sx = act_scales(x, attrs["act_scale"])
+        xq = np.clip(np.round(x / sx), -127, 127).astype(np.int64)
+        wq = packing.unpack(words, 8, attrs["k"]).astype(np.int64) - 128
+        acc = (xq.reshape(-1, x.shape[-1]) @ wq.T).reshape(*x.shape[:-1], -1)
+        return (acc.astype(np.float32) * sx * scale[:, 0].astype(np.float32)).astype(np.float32)
+
+    @staticmethod
+    def cost(types, outs, attrs):
+        return Cost(flops=S.dim(2 * outs[0].numel * attrs["k"]),
+                    bytes=S.dim(sum(t.nbytes() for t in [*types, *outs])))
+
+
+def act_scales(x: np.ndarray, static: float) -> np.ndarray:
+    """Per-token activation scales [..., 1] (max |x| / 127, at least the smallest normal float16), or the static one."""
+    if static > 0:
+        return np.full((*x.shape[:-1], 1), static, np.float32)
+    return np.maximum(np.abs(x).max(axis=-1, keepdims=True) / 127.0, packing.F16_TINY).astype(np.float32)

@@ -57,16 +57,18 @@ def quantize(graph: Graph, recipe: Recipe, calibration: Calibration | None = Non
              progress: Callable[[str], None] | None = None) -> tuple[Graph, list[LayerRecord]]:
     """Quantize ``graph`` in place by ``recipe``; returns it and one record per quantized weight."""
     chosen = check_recipe(graph, recipe, target_formats, target)
-    if recipe.method in ("gptq", "awq") and calibration is None:
-        raise LLMCError(f"{recipe.method} needs calibration data", hint="add --calibration builtin (or a .txt/.npz file)")
     weights = _weights(graph, chosen)
+    needs = recipe.method if recipe.method in ("gptq", "awq") else "w8a8s" if any(f.static for f, _ in weights.values()) else None
+    if needs and calibration is None:
+        raise LLMCError(f"{needs} needs calibration data", hint="add --calibration builtin (or a .txt/.npz file)")
     step = progress or (lambda line: None)
-    if recipe.method == "awq" or any(f.act8 for f, _ in weights.values()):
+    if calibration is not None and (recipe.method == "awq" or any(f.act8 for f, _ in weights.values())):
         from llmc.passes.quantize.scaling import migrate
 
         step("searching activation scales")
         migrate(graph, calibration, {name: fmt for name, (fmt, _) in weights.items()}, awq=recipe.method == "awq")
         weights = _weights(graph, check_recipe(graph, recipe, target_formats, target))
+    act_absmax: dict[str, float] = {}  # W8A8 linears: max |input| on the calibration data (static scales)
     records: dict[str, LayerRecord] = {}
     packed: dict[str, Packed | np.ndarray] = {}
     with_stats = calibration is not None
@@ -77,6 +79,8 @@ def quantize(graph: Graph, recipe: Recipe, calibration: Calibration | None = Non
         value = node.inputs[slot]
         fmt = weights[value.name][0]
         x = args[0] if node.op == "linear" else None
+        if x is not None and fmt.act8:
+            act_absmax[value.name] = float(np.abs(x).max())
         result, record = _round(value, fmt, recipe.method, x, node)
         packed[value.name], records[value.name] = result, record
         args = list(args)
@@ -92,7 +96,7 @@ def quantize(graph: Graph, recipe: Recipe, calibration: Calibration | None = Non
             result, record = _round(graph.constants[name], fmt, "rtn" if fmt.grid is not None else "cast", None, node)
             packed[name], records[name] = result, record
     for name, (fmt, node) in weights.items():
-        _rewrite(graph, graph.constants[name], fmt, packed[name], recipe.method if name in packed else "rtn")
+        _rewrite(graph, graph.constants[name], fmt, packed[name], records[name].method, act_absmax.get(name, 0.0))
     graph.remove_unused_constants()
     graph.verify()
     step(f"quantized {len(records)} weights in {time.perf_counter() - start:.1f} s")
@@ -129,30 +133,55 @@ def _round(value: Value, fmt: Format, method: str, x: np.ndarray | None, node: N
 
     acc = HessianAccumulator()
     acc.add(x)
-    if method == "gptq":
-        result = gptq(w, acc.value, fmt.grid)
-    else:
-        result = rtn(w, fmt.grid)
-    err = output_error(w, result, acc.value)
-    return result, LayerRecord(value.name, origin, node.meta.layer, fmt.name, method, float(np.sqrt(max(err, 0.0))),
-                               "output", result.nbytes, float_bytes)
+    result = gptq(w, acc.value, fmt.grid) if method == "gptq" else rtn(w, fmt.grid)
+    if fmt.act8:  # the integer linear's own error: activations rounded too
+        from llmc.ir.ops.quant import LinearW8A8
+
+        rows = x.reshape(-1, x.shape[-1])[:: max(1, x.size // x.shape[-1] // 4096)]
+        exact = rows @ w.T
+        static = float(np.abs(x).max()) / 127.0 if fmt.static else 0.0
+        got = LinearW8A8.reference([rows, result.words, result.scale], {"k": result.k, "act_scale": static})
+        err = float(np.linalg.norm(got - exact) / max(np.linalg.norm(exact), 1e-30))
+        return result, LayerRecord(value.name, origin, node.meta.layer, fmt.name, "smoothquant", err, "output",
+                                   result.nbytes, float_bytes)
+    err = float(np.sqrt(max(output_error(w, result, acc.value), 0.0)))
+    return result, LayerRecord(value.name, origin, node.meta.layer, fmt.name, method, err, "output", result.nbytes,
+                               float_bytes)
 
 
-def _rewrite(graph: Graph, value: Value, fmt: Format, result, method: str) -> None:
-    """Point every reader of ``value`` at its quantized form (a ``dequantize_packed`` or float16 ``cast`` node)."""
+def _rewrite(graph: Graph, value: Value, fmt: Format, result, method: str, act_absmax: float) -> None:
+    """Point every reader of ``value`` at its quantized form: a ``linear_w8a8`` replaces a W8A8 linear;
+    other readers read a ``dequantize_packed`` node (or a float16 ``cast``)."""
     first = min((user for user, _ in value.uses), key=graph.nodes.index)
-    if isinstance(result, Packed):
-        inputs = [graph.add_const(f"{value.name}.qweight", result.words),
-                  graph.add_const(f"{value.name}.scales", result.scale)]
-        if result.minimum is not None:
-            inputs.append(graph.add_const(f"{value.name}.mins", result.minimum))
-        spec = QuantSpec(bits=fmt.grid.bits, group=fmt.grid.group, axis=-1, sym=fmt.grid.sym,
-                         scheme="smoothquant" if fmt.act8 else method)
-        new = graph.call("dequantize_packed", *inputs, bits=fmt.grid.bits, group=fmt.grid.group, k=result.k,
-                         before=first, meta=first.meta.copy(quant=spec))
-    else:
+    if not isinstance(result, Packed):
         half = graph.add_const(f"{value.name}.f16", result)
         new = graph.call("cast", half, dtype=value.type.dtype, before=first,
                          meta=first.meta.copy(quant=QuantSpec(bits=16, scheme="rtn")))
+        for user, slot in list(value.uses):
+            user.set_input(slot, new)
+        return
+    inputs = [graph.add_const(f"{value.name}.qweight", result.words), graph.add_const(f"{value.name}.scales", result.scale)]
+    if result.minimum is not None:
+        inputs.append(graph.add_const(f"{value.name}.mins", result.minimum))
+    spec = QuantSpec(bits=fmt.grid.bits, group=fmt.grid.group, axis=-1, sym=fmt.grid.sym, scheme=method)
     for user, slot in list(value.uses):
-        user.set_input(slot, new)
+        if fmt.act8 and user.op == "linear" and slot == 1:
+            _integer_linear(graph, user, inputs, result.k, fmt, act_absmax, spec)
+    if value.uses:
+        new = graph.call("dequantize_packed", *inputs, bits=fmt.grid.bits, group=fmt.grid.group, k=result.k,
+                         before=first, meta=first.meta.copy(quant=spec))
+        for user, slot in list(value.uses):
+            user.set_input(slot, new)
+
+
+def _integer_linear(graph: Graph, node: Node, inputs: list[Value], k: int, fmt: Format, act_absmax: float,
+                    spec: QuantSpec) -> None:
+    """Replace ``linear(x, W, b?)`` by ``linear_w8a8(x, words, scales) (+ b)``: per-token activation
+    scales, or one static scale from calibration (``w8a8s``)."""
+    static = act_absmax / 127.0 if fmt.static else 0.0
+    y = graph.call("linear_w8a8", node.inputs[0], *inputs[:2], k=k, act_scale=static, before=node,
+                   meta=node.meta.copy(quant=spec))
+    if len(node.inputs) == 3:
+        y = graph.call("add", y, node.inputs[2], before=node, meta=node.meta.copy())
+    graph.replace_uses(node.output, y)
+    graph.remove_nodes([node])

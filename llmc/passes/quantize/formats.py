@@ -2,7 +2,7 @@
 
 A format is named ``w<bits>[g<group>]`` (weight-only: ``w8`` per output channel, ``w4g128``
 groups of 128 along the reduction axis), ``w8a8`` (SmoothQuant: int8 weights per channel, int8
-activations, integer matmuls) or ``fp16`` (weights stored as float16). 8-bit weight-only grids are
+activations scaled per token, integer matmuls; ``w8a8s`` with one static activation scale) or ``fp16`` (weights stored as float16). 8-bit weight-only grids are
 symmetric; 4, 3 and 2 bits are asymmetric (``code * scale + minimum``, llama.cpp's Q4_1 form).
 
 A recipe is ``{"default": FORMAT, "override": {KEY: FORMAT}}``. A key is an op kind
@@ -23,7 +23,7 @@ from llmc.errors import LLMCError
 from llmc.ir.graph import Graph, Node
 from llmc.ir.packing import Grid
 
-NAMED = ("w8", "w4g32", "w4g128", "w3g128", "w2g64", "w8a8", "fp16")
+NAMED = ("w8", "w4g32", "w4g128", "w3g128", "w2g64", "w8a8", "w8a8s", "fp16")
 KEEP = "float"
 METHODS = ("rtn", "gptq", "awq")
 _FORMAT_RE = re.compile(r"w(?P<bits>\d+)(?:g(?P<group>\d+))?")
@@ -44,6 +44,7 @@ class Format:
     name: str
     grid: Grid | None
     act8: bool = False
+    static: bool = False  # W8A8 with one calibrated activation scale per linear, not one per token
 
     @property
     def bits(self) -> float:
@@ -54,8 +55,8 @@ class Format:
         name = text.strip().lower()
         if name == "fp16":
             return cls(name, None)
-        if name == "w8a8":
-            return cls(name, Grid(8, 0, sym=True), act8=True)
+        if name in ("w8a8", "w8a8s"):
+            return cls(name, Grid(8, 0, sym=True), act8=True, static=name == "w8a8s")
         m = _FORMAT_RE.fullmatch(name)
         bits = int(m["bits"]) if m else 0
         if not m or bits not in (2, 3, 4, 8) or (m["group"] is not None and int(m["group"]) < 8):
@@ -156,7 +157,7 @@ def check_recipe(graph: Graph, recipe: Recipe, target_formats: set[str] | None, 
         fmt = recipe.format_of(node)
         if fmt is None:
             continue
-        if node.op == "embedding" and fmt.act8:
+        if fmt.act8 and node.op == "embedding":
             fmt = Format("w8", fmt.grid)  # a table lookup has no activations to quantize
         chosen[node.name] = fmt
     return chosen

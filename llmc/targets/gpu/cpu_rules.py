@@ -28,6 +28,8 @@ from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.analysis.common_analysis import collect_block_iter_vars_used_in_access_region
 from tvm.target.codegen import llvm_get_vector_width
 
+from llmc.codegen.tvm.ops_linalg import WEIGHT_STAGE
+
 # What TVM's schedule primitives raise when a step does not apply (tvm errors are RuntimeErrors).
 SCHEDULE_ERRORS = (RuntimeError, ValueError, AssertionError)
 
@@ -68,19 +70,20 @@ def inline_elementwise(sch) -> None:
     _inline_all(sch, None)
 
 
-def _inline_all(sch, keep) -> None:
-    """Inline every block but ``keep`` and the function's outputs into its neighbours."""
+def _inline_all(sch, block, keep: str | None = None) -> None:
+    """Inline every block but ``block``, a block named ``keep`` and the function's outputs into their neighbours."""
     changed = True
     while changed:
         changed = False
         for info in normalize_prim_func(sch) or []:
-            block = info.block_rv
-            if keep is not None and sch.get(block).name_hint == sch.get(keep).name_hint:
+            name = sch.get(info.block_rv).name_hint
+            if (block is not None and name == sch.get(block).name_hint) or name == keep:
                 continue
-            if not sch.get_consumers(block) or not info.is_injective():
+            block_rv = info.block_rv
+            if not sch.get_consumers(block_rv) or not info.is_injective():
                 continue
             try:
-                sch.compute_inline(block)
+                sch.compute_inline(block_rv)
                 changed = True
                 break
             except SCHEDULE_ERRORS:
@@ -133,7 +136,7 @@ class Dense(dl.ScheduleRule):
         if len(reductions) != 1 or reductions[0].dom_kind().count("R") != 1 or not reductions[0].dom_kind().endswith("SR"):
             return None
         block = reductions[0].block_rv
-        _inline_all(sch, block)
+        _inline_all(sch, block, keep=WEIGHT_STAGE)
         if len([b for b in normalize_prim_func(sch) if not b.is_injective()]) != 1 or not _is_mac(sch.get(block)):
             return None
         vec = lanes(target, _bits(sch.get(block)))
@@ -176,6 +179,7 @@ def _tile(sch, block, row, mr, nr, packed):
     else:
         sch.reorder(*rest, panel, k, vector)
         outer, row_inner = [*rest, panel], None
+    _stage_weights(sch, k)
     acc = sch.cache_write(block, 0, "global")
     inner_loops = sch.get_loops(block)[len(outer):]
     work = math.prod(e if isinstance(e := _extent(sch, l), int) else BIG_TASK for l in inner_loops)  # symbolic: large
@@ -193,6 +197,17 @@ def _tile(sch, block, row, mr, nr, packed):
         sch.unroll(sch.get_loops(block)[-2])
     sch.decompose_reduction(block, sch.get_loops(block)[-inner])
     return sch
+
+
+def _stage_weights(sch, k) -> None:
+    """Compute the product's weight stage (a quantized panel being dequantized) once per reduction
+    step, as one vector every row of the register tile reads, instead of once per row."""
+    try:
+        stage = sch.get_sblock(WEIGHT_STAGE)
+    except SCHEDULE_ERRORS:
+        return
+    sch.compute_at(stage, k, preserve_unit_loops=True)
+    sch.vectorize(sch.get_loops(stage)[-1])
 
 
 def _weight_indexed_by_panel(block) -> bool:

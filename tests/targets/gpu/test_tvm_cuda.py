@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from tvm_checks import mismatches, needs_gpu
+from tvm_checks import check_device_code, mismatches, needs_gpu
 from tvm_op_graph import inputs
 
 import llmc.api
@@ -20,24 +20,6 @@ pytestmark = pytest.mark.skipif(device_code.find_nvcc() is None, reason="needs n
 def cuda_ops(all_ops, compiled):
     graph, names = all_ops
     return graph, names, compiled("all-ops-cuda", graph, "cuda", opt_level="O0", arch="sm_90")
-
-
-def check_device_code(art, arch: str = "sm_90") -> None:
-    """model.so carries a fatbin with an ELF (SASS) image for ``arch``, whose kernels are the
-    module's function table and cover every kernel the manifest says a call launches."""
-    payload = art.manifest["payload"]
-    modules = device_code.library_cuda_modules(art.path / "model.so")
-    assert [m.fmt for m in modules] == ["fatbin"]
-    images = device_code.fatbin_images(modules[0].code)
-    number = int(arch.removeprefix("sm_").rstrip("a"))
-    elf = [img for img in images if img.kind == "elf" and img.sm == number]
-    assert len(elf) == 1, f"no {arch} ELF image in {images}"
-    assert sorted(elf[0].kernels) == modules[0].kernels == payload["device_code"]["device_kernels"]
-    for kernel in payload["kernels"]:
-        assert device_code.kernels_of(kernel, modules[0].kernels), f"kernel {kernel} has no device code"
-    launches = payload["device_code"]["launches_per_call"]
-    assert launches.keys() == payload["kernels_per_call"].keys()
-    assert all(payload["kernels_per_call"][entry] <= launches[entry] for entry in launches)
 
 
 def test_every_op_compiles_for_sm90_with_embedded_device_code(cuda_ops):
