@@ -75,6 +75,8 @@ class ConstantFold(Pass):
             return "dead"
         if node.meta.quant is not None or node.meta.sparsity is not None:
             return "annotated (quant/sparsity)"
+        if node.op == "dequantize_packed":
+            return "packed weight (kernels read the codes)"
         if not all(v.const.materialized for v in node.inputs):
             return "weights not materialized"
         if not all(v.type.is_static for v in [*node.inputs, *node.outputs]) or _has_symbols(node.attrs):

@@ -223,3 +223,29 @@ def test_dequantize_packed_checks_its_tensors():
         g.call("dequantize_packed", words, scale, bits=4, group=32, k=70)
     with pytest.raises(ShapeError, match="scales must be f16"):
         g.call("dequantize_packed", words, g.add_const("s32", p.scale.astype(np.float32)), bits=4, group=32, k=64)
+
+
+@pytest.mark.parametrize("grid", [packing.Grid(4, 128, False), packing.Grid(3, 128, True), packing.Grid(4, 32, True),
+                                  packing.Grid(8, 0, True), packing.Grid(2, 64, False)])
+@pytest.mark.parametrize("shape", [("batch", 1, 576), ("rows", 576)])
+def test_cpu_quantized_products_match_the_interpreter(grid, shape, close):
+    """Decode-shaped (one row per batch: the group-scaled GEMV kernel) and prefill-shaped (the
+    dense kernel with a dequantized stage) products, with a bias and a shorter last group."""
+    pytest.importorskip("tvm")
+    from llmc.ir.dtypes import DType
+    from llmc.ir.graph import Graph
+    from llmc.ir.interpreter import run
+    from llmc.ir.types import TensorType
+
+    rng = np.random.default_rng(grid.bits)
+    p = packing.quantize(rng.standard_normal((200, 576)).astype(np.float32), grid)
+    g = Graph("q")
+    x = g.add_input("x", TensorType(DType.f32, shape))
+    tensors = [g.add_const("w.q", p.words), g.add_const("w.s", p.scale)]
+    tensors += [g.add_const("w.m", p.minimum)] if p.minimum is not None else []
+    w = g.call("dequantize_packed", *tensors, bits=grid.bits, group=grid.group, k=576)
+    g.outputs = [g.call("linear", x, w, g.add_const("b", rng.standard_normal(200).astype(np.float32)))]
+    feeds = {"x": rng.standard_normal((3, 1, 576) if len(shape) == 3 else (5, 576)).astype(np.float32)}
+    got = llmc.compile(g, "cpu").run(feeds)
+    for key, expected in run(g, feeds).items():
+        close(got[key], expected, rtol=1e-5)

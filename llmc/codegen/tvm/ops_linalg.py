@@ -14,7 +14,7 @@ from __future__ import annotations
 from tvm import te
 from tvm.relax import op as R
 
-from llmc.codegen.tvm.ops_quant import dequant_at, packed_operands
+from llmc.codegen.tvm.ops_quant import dequant_at, one_row_per_batch, packed_operands, quantized_gemv
 from llmc.codegen.tvm.registry import lowers
 
 WEIGHT_STAGE = "dequantize_panel"  # the stage a schedule computes once per reduction step
@@ -53,6 +53,8 @@ def _quantized_linear(ctx, x, x_type, q, n: int, bias):
     if ctx.options.pack_weights and x_type.rank >= 2:
         p = ctx.options.pack_weights
         panels = [ctx.emit(R.layout_transform(t, _panels_of_nk(p), pad_value=0)) for t in q.tensors]
+        if one_row_per_batch(ctx, x_type):
+            return quantized_gemv(ctx, x, x_type, q, n, panels, p, bias)
 
         def weight_at(tensors, jo, k, ji, dtype):
             minimum = tensors[2] if len(tensors) == 3 else None

@@ -110,15 +110,25 @@ def dequantize_packed(ctx, node, args):
 def dequant_at(grid: Grid, k_len: int, words, scale, minimum, n, k) -> tirx.PrimExpr:
     """Float32 W[n, k] from [N, words] / [N, groups] tensors (``n`` may be a tuple of panel indices)."""
     lead = n if isinstance(n, tuple) else (n,)
-    per, bits = grid.per_word, grid.bits
-    shift = (tirx.floormod(k, per) * bits).astype("int32")
-    word = _at(words, lead, tirx.floordiv(k, per))
-    code = as_f32(tirx.bitwise_and(tirx.shift_right(word, shift), tirx.const((1 << bits) - 1, "int32")))
+    code = _code(_at(words, lead, tirx.floordiv(k, grid.per_word)), k, grid)
     group = tirx.floordiv(k, grid.group_size(k_len))
     s = as_f32(_at(scale, lead, group))
     if minimum is None:
         return (code - float(grid.levels // 2)) * s
     return code * s + as_f32(_at(minimum, lead, group))
+
+
+def _x_in_group(x, lead, k, k_len: int) -> tirx.PrimExpr:
+    """x[lead, k] as float32, and 0 past the end of the row (the shorter last group reads no further)."""
+    return tirx.Select(k < k_len, as_f32(x[(*lead, tirx.min(k, k_len - 1))]), tirx.const(0.0, "float32"))
+
+
+def _code(word, k, grid: Grid) -> tirx.PrimExpr:
+    """The code of reduction index ``k`` in its int32 ``word``, as float32 (all integer math in 32 bits)."""
+    word = word.asobject() if hasattr(word, "asobject") else word
+    bits = tirx.reinterpret("uint32", word)  # unsigned: TVM widens int32 arithmetic to its int64 index type
+    shift = tirx.Cast("uint32", tirx.floormod(k, grid.per_word) * grid.bits)
+    return tirx.Cast("float32", tirx.bitwise_and(tirx.shift_right(bits, shift), tirx.const(grid.levels - 1, "uint32")))
 
 
 def _at(tensor, lead, last):
@@ -181,3 +191,71 @@ def linear_w8a8(ctx, node, args):
     y = ctx.emit(relax.op.reshape(y, [*ctx.shape(x_type.shape[:-1]), -(-n // p) * p]))
     return y if -(-n // p) * p == n else relax.op.strided_slice(y, axes=[x_type.rank - 1], begin=[0], end=[n])
 
+
+
+GEMV_PARTIAL, GEMV = "qgemv_partial", "qgemv"  # block names the cpu rule ``QuantGemv`` schedules
+
+
+def one_row_per_batch(ctx, x_type) -> bool:
+    """Every dim of ``x`` between the first and the last is 1 here (a decode step: [batch, 1, K])."""
+    dims = [ctx.dim(d) for d in x_type.shape[1:-1]]
+    return all(isinstance(d, tirx.IntImm) and d.value == 1 for d in dims)
+
+
+def quantized_gemv(ctx, x, x_type, q: PackedOperands, n: int, panels: list, p: int, bias):
+    """Decode's product with packed weight panels, the scales applied once per group:
+
+        xsum[b, g]            = sum of x over group g                        (a small kernel of its own)
+        part[b, jo, g, ji]    = sum_{k in g} x[b, k] * code(jo, k, ji)       (integer codes, float math)
+        y[b, jo, ji]          = sum_g part * scale[jo, g, ji] + xsum[b, g] * offset[jo, g, ji]
+
+    with offset = minimum (asymmetric) or -2**(bits-1) * scale (symmetric). Each step of the inner
+    loop is a shift, a mask, a conversion and one multiply-add per vector of P output features.
+    """
+    k_len, grid = q.k, q.grid
+    size, groups = grid.group_size(k_len), grid.groups(k_len)
+    per, bits, half = grid.per_word, grid.bits, float(grid.levels // 2)
+
+    def group_sums(x):
+        kk = te.reduce_axis((0, size), name="kk")
+        return te.compute((*x.shape[:-1], groups), lambda *i: te.sum(_x_in_group(x, i[:-1], i[-1] * size + kk, k_len),
+                                                                    axis=kk), name="qgemv_xsum")
+
+    xsum = ctx.emit_te(group_sums, x, name="qgemv_xsum")
+
+    def product(x, xsum, *tensors):
+        words, scale = tensors[0], tensors[1]
+        minimum = tensors[2] if q.minimum is not None else None
+        bp = tensors[-1] if bias is not None else None
+        lead, panel_count = x.shape[:-1], words.shape[0]
+        kk = te.reduce_axis((0, size), name="kk")
+
+        def code(jo, k, ji):
+            return _code(words[jo, tirx.floordiv(k, per), ji], k, grid)
+
+        def part_body(*i):
+            *b, jo, g, ji = i
+            if k_len % size == 0:
+                return te.sum(as_f32(x[(*b, g * size + kk)]) * code(jo, g * size + kk, ji), axis=kk)
+            return te.sum(_x_in_group(x, b, g * size + kk, k_len) * code(jo, tirx.min(g * size + kk, k_len - 1), ji),
+                          axis=kk)
+
+        part = te.compute((*lead, panel_count, groups, p), part_body, name=GEMV_PARTIAL)
+        g = te.reduce_axis((0, groups), name="g")
+
+        def body(*i):
+            *b, jo, ji = i
+            s = as_f32(scale[jo, g, ji])
+            offset = as_f32(minimum[jo, g, ji]) if minimum is not None else -half * s
+            return te.sum(part[(*b, jo, g, ji)] * s + xsum[(*b, g)] * offset, axis=g)
+
+        y = te.compute((*lead, panel_count, p), body, name=GEMV)
+        if bp is None:
+            return y
+        return te.compute(y.shape, lambda *i: y[i] + bp[i[-2], i[-1]], name="bias_add")
+
+    extra = [] if bias is None else [ctx.emit(relax.op.layout_transform(bias, lambda j: (j // p, j % p), pad_value=0))]
+    y3 = ctx.emit_te(product, x, xsum, *panels, *extra, name="dense_packed")
+    count = -(-n // p)
+    y = ctx.emit(relax.op.reshape(y3, [*ctx.shape(x_type.shape[:-1]), count * p]))
+    return y if count * p == n else relax.op.strided_slice(y, axes=[x_type.rank - 1], begin=[0], end=[n])

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 
 import tvm
+import tvm_ffi
 from tvm import s_tir, tirx
 from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight.analysis import normalize_prim_func
@@ -29,6 +30,7 @@ from tvm.s_tir.dlight.analysis.common_analysis import collect_block_iter_vars_us
 from tvm.target.codegen import llvm_get_vector_width
 
 from llmc.codegen.tvm.ops_linalg import WEIGHT_STAGE
+from llmc.codegen.tvm.ops_quant import GEMV, GEMV_PARTIAL
 
 # What TVM's schedule primitives raise when a step does not apply (tvm errors are RuntimeErrors).
 SCHEDULE_ERRORS = (RuntimeError, ValueError, AssertionError)
@@ -117,6 +119,52 @@ class LanePartials(dl.ScheduleRule):
         sch.vectorize(lane)
         sch.decompose_reduction(block, chunk)
         return sch
+
+
+class QuantGemv(dl.ScheduleRule):
+    """A decode step's product with packed low-bit weights (``quantized_gemv``): panels of output
+    features in parallel; per group, the partial sums of one panel computed with the reduction
+    loop outside and the P output features as one vector, then scaled into the result."""
+
+    def apply(self, func, target, _tunable):
+        sch, infos = _open(func, target)
+        if infos is None:
+            return None
+        try:
+            y, part = sch.get_sblock(GEMV), sch.get_sblock(GEMV_PARTIAL)
+        except SCHEDULE_ERRORS:
+            return None
+        if len(sch.get_loops(y)) < 3:  # a single panel and no batch: unit loops were dropped
+            sch.add_unit_loop(sch.get_loops(y)[0])
+        *outer, ji, g = sch.get_loops(y)  # (batch..., panel), output features, groups
+        width = _extent(sch, ji)
+        if not isinstance(width, int):
+            return None
+        sch.reorder(*outer, g, ji)
+        sch.compute_at(part, g, preserve_unit_loops=True)
+        for consumer in sch.get_consumers(y):
+            sch.reverse_compute_at(consumer, outer[-1])
+            if _extent(sch, sch.get_loops(consumer)[-1]) == width:
+                sch.vectorize(sch.get_loops(consumer)[-1])
+        _parallel(sch, outer, work_per_task=BIG_TASK)
+        ji_p, kk = sch.get_loops(part)[-2:]
+        sch.reorder(kk, ji_p)
+        sch.vectorize(ji_p)
+        sch.decompose_reduction(part, kk)
+        per = _codes_per_word(sch.get(part))
+        if per and isinstance(_extent(sch, kk), int) and _extent(sch, kk) % per == 0:
+            sch.unroll(sch.split(sch.get_loops(part)[-2], [None, per])[1])  # one word load, `per` constant shifts
+        sch.vectorize(sch.get_loops(y)[-1])
+        sch.decompose_reduction(y, sch.get_loops(y)[-2])
+        return sch
+
+
+def _codes_per_word(block) -> int | None:
+    """Codes per packed word of a ``quantized_gemv`` partial block (from the shift's modulus), if visible."""
+    found = []
+    tvm_ffi.structural_walk(block.body, (tirx.FloorMod, lambda m: found.append(m.b)))
+    values = [int(b.value) for b in found if isinstance(b, tirx.IntImm)]
+    return values[0] if values else None
 
 
 class Dense(dl.ScheduleRule):
@@ -311,7 +359,7 @@ class Elementwise(dl.ScheduleRule):
 
 def cpu_schedule() -> tvm.transform.Pass:
     """The CPU rules in order; kernels no rule takes stay as LLVM compiles them, serially."""
-    return dl.ApplyDefaultSchedule(LanePartials(), Dense(), Conv(), dl.cpu.Reduction(), RowReduction(), Elementwise())
+    return dl.ApplyDefaultSchedule(LanePartials(), QuantGemv(), Dense(), Conv(), dl.cpu.Reduction(), RowReduction(), Elementwise())
 
 
 def _whole_vectors(extent, vec: int) -> bool:

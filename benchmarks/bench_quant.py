@@ -1,0 +1,192 @@
+"""Speed of llmc's low-bit kernels on this CPU, beside onnxruntime and llama.cpp in the same run.
+
+1. Decode GEMV (one token: x [1, K] times a 4-bit weight [N, K]) at SmolLM2's and Llama-2-7B's
+   shapes, blocks of 32 and 128: llmc's cpu kernel (compiled as in a generation artifact: the
+   batch dimension symbolic) against onnxruntime's ``MatMulNBits`` (com.microsoft, CPU provider,
+   same bits and block size, symmetric, float32 compute). Medians of repeated calls.
+2. SmolLM2-135M decode tokens/s at batch 1 (128 new tokens after a 128-token prompt): llmc cpu
+   artifacts in float32, W8 and W4 (g32, RTN) against llama.cpp on the Q4_1 GGUF file, each in a
+   child process (``bench_generate``'s runners).
+
+    python benchmarks/bench_quant.py                  # writes benchmarks/results/bench_quant.json
+    python benchmarks/bench_quant.py --parts gemv
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+from capture_7b import cpu_model  # benchmarks/ is on the path when a script here runs
+
+RESULT = Path(__file__).parent / "results" / "bench_quant.json"
+SHAPES = {"smollm2": [(576, 576), (1536, 576), (576, 1536), (49152, 576)],
+          "llama2-7b": [(4096, 4096), (11008, 4096), (4096, 11008)]}
+BLOCKS = (32, 128)
+DECODE = {"llmc float32": None, "llmc w8": "w8", "llmc w4g32": "w4g32", "llmc w4g128": "w4g128"}
+
+
+def timed(fn, repeats: int) -> float:
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def llmc_gemv(w: np.ndarray, block: int, sym: bool, x: np.ndarray, tmp: str) -> float:
+    import llmc
+    from llmc.ir import packing
+    from llmc.ir.dtypes import DType
+    from llmc.ir.graph import Graph
+    from llmc.ir.types import TensorType
+    from llmc.targets.gpu.runtime import Session
+
+    n, k = w.shape
+    p = packing.quantize(w, packing.Grid(4, block, sym))
+    g = Graph("gemv")
+    xin = g.add_input("x", TensorType(DType.f32, ("batch", k)))
+    tensors = [g.add_const("w.q", p.words), g.add_const("w.s", p.scale)]
+    if p.minimum is not None:
+        tensors.append(g.add_const("w.m", p.minimum))
+    g.outputs = [g.call("linear", xin, g.call("dequantize_packed", *tensors, bits=4, group=block, k=k))]
+    art = llmc.compile(g, "cpu", output=f"{tmp}/gemv-{n}-{k}-{block}-{sym}")
+    session = Session(art.path)
+    import tvm
+
+    args = [tvm.runtime.tensor(x, session.device)]
+    fn = session.vm[session.entry({"batch": 1})]
+    got = fn(*args, *session.params)[0].numpy()
+    expected = x @ p.dequantize().T
+    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max(), "llmc GEMV does not match"
+    return timed(lambda: fn(*args, *session.params), 200)
+
+
+def ort_gemv(w: np.ndarray, block: int, x: np.ndarray) -> float:
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    n, k = w.shape
+    blocks = -(-k // block)
+    wp = np.zeros((n, blocks * block), np.float32)
+    wp[:, :k] = w
+    groups = wp.reshape(n, blocks, block)
+    scale = np.maximum(np.abs(groups).max(-1) / 7, 1e-8).astype(np.float32)
+    codes = (np.clip(np.round(groups / scale[..., None]), -8, 7) + 8).astype(np.uint8)
+    packed = (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)  # [n, blocks, block/2]
+    node = helper.make_node("MatMulNBits", ["x", "w", "s"], ["y"], domain="com.microsoft", K=k, N=n, bits=4,
+                            block_size=block)
+    graph = helper.make_graph([node], "gemv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])],
+                              [helper.make_tensor("w", TensorProto.UINT8, packed.shape, packed.tobytes(), raw=True),
+                               helper.make_tensor("s", TensorProto.FLOAT, scale.shape, scale.ravel())])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    feeds = {"x": x}
+    got = sess.run(None, feeds)[0]
+    deq = ((codes.astype(np.float32) - 8) * scale[..., None]).reshape(n, -1)[:, :k]
+    assert np.abs(got - x @ deq.T).max() <= 1e-3 * np.abs(x @ deq.T).max(), "MatMulNBits does not match"
+    del onnx
+    return timed(lambda: sess.run(None, feeds), 200)
+
+
+def gemv_part() -> list[dict]:
+    rng = np.random.default_rng(0)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="llmc-bq-") as tmp:
+        for model, shapes in SHAPES.items():
+            for n, k in shapes:
+                w = (rng.standard_normal((n, k)) * 0.02).astype(np.float32)
+                x = rng.standard_normal((1, k)).astype(np.float32)
+                for block in BLOCKS:
+                    row = {"model": model, "n": n, "k": k, "block": block,
+                           "ort_ms": 1e3 * ort_gemv(w, block, x),
+                           "llmc_sym_ms": 1e3 * llmc_gemv(w, block, True, x, tmp),
+                           "llmc_asym_ms": 1e3 * llmc_gemv(w, block, False, x, tmp)}
+                    row["ratio_sym"] = row["llmc_sym_ms"] / row["ort_ms"]
+                    row["ratio_asym"] = row["llmc_asym_ms"] / row["ort_ms"]
+                    row["llmc_sym_gb_per_s"] = n * k * 0.5 / (row["llmc_sym_ms"] / 1e3) / 1e9
+                    rows.append(row)
+                    print(f"{model} {n}x{k} g{block}: ort {row['ort_ms']:.3f} ms, llmc sym {row['llmc_sym_ms']:.3f} "
+                          f"({row['ratio_sym']:.2f}x), asym {row['llmc_asym_ms']:.3f} ({row['ratio_asym']:.2f}x)",
+                          file=sys.stderr, flush=True)
+    return rows
+
+
+def decode_child(name: str, artifact: str | None) -> dict:
+    from bench_generate import LlamaCppRunner, LlmcRunner, decode, prompt_ids
+
+    runner = LlamaCppRunner() if artifact is None else LlmcRunner(artifact)
+    ids = prompt_ids(128)
+    runner.step(runner.prefill(np.array([ids[:16]])))
+    return decode(runner, np.array([ids]), 128)
+
+
+def decode_part(timeout: int) -> dict:
+    import llmc
+
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="llmc-bq-") as tmp:
+        for name, quant in [*DECODE.items(), ("llama.cpp Q4_1", "llama.cpp")]:
+            artifact = None
+            if quant != "llama.cpp":
+                start = time.perf_counter()
+                art = llmc.compile("smollm2-135m", "cpu", output=f"{tmp}/{name.replace(' ', '_')}", prefill_chunk=128,
+                                   quant=quant)
+                artifact = str(art.path)
+                print(f"compiled {name} in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+            cmd = [sys.executable, __file__, "--child", name] + (["--artifact", artifact] if artifact else [])
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+            if proc.returncode != 0:
+                results[name] = {"failed": proc.stderr.strip().splitlines()[-1:]}
+                continue
+            results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+            if artifact:
+                results[name]["weight_file_bytes"] = os.path.getsize(Path(artifact) / "weights.safetensors")
+            print(f"{name}: {results[name]['tokens_per_s']:.1f} tokens/s", file=sys.stderr, flush=True)
+    return results
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--parts", default="gemv,decode")
+    p.add_argument("--out", type=Path, default=RESULT)
+    p.add_argument("--timeout", type=int, default=900)
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--artifact", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        print(json.dumps(decode_child(args.child, args.artifact)))
+        return
+    out = {"benchmark": "bench_quant", "date": datetime.date.today().isoformat(),
+           "device": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
+           "versions": {k: version(k) for k in ("llmc", "apache-tvm", "onnxruntime", "numpy")}}
+    parts = args.parts.split(",")
+    if "gemv" in parts:
+        out["gemv_int4"] = gemv_part()
+    if "decode" in parts:
+        out["smollm2_decode_batch1"] = decode_part(args.timeout)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
