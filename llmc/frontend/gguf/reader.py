@@ -33,6 +33,7 @@ from gguf.quants import dequantize
 from llmc.errors import ModelLoadError
 from llmc.ir.dtypes import DType
 from llmc.ir.meta import QuantSpec
+from llmc.ir.packing import Grid, Packed, from_codes
 from llmc.ir.tensor import Weight
 from llmc.ir.types import TensorType
 
@@ -84,6 +85,24 @@ class GGUFWeight(Weight):
 
     def raw(self) -> np.ndarray:
         return self._data
+
+    def packed(self, grid: Grid) -> Packed | None:
+        """The stored Q4_0 / Q4_1 / Q8_0 blocks repacked as llmc's ``grid`` (no rounding: the same
+        codes and float16 scales), or None when the storage is not exactly that grid."""
+        spec = self.spec
+        if spec is None or len(self.shape) != 2 or (spec.bits, spec.group, spec.sym) != (grid.bits, grid.group, grid.sym):
+            return None
+        rows, k = self.shape
+        blocks = self._data.reshape(rows, k // 32, -1)
+        halves = 2 if self._ggml_type == GGMLQuantizationType.Q4_1 else 1
+        scales = blocks[..., :2 * halves].copy().view(np.float16)  # d (and m) per block
+        body = blocks[..., 2 * halves:]
+        if grid.bits == 8:
+            codes = (body.view(np.int8).astype(np.int16) + 128).astype(np.uint8)
+        else:  # byte j holds element j (low nibble) and element j + 16 (high nibble)
+            codes = np.concatenate([body & 0x0F, body >> 4], axis=-1)
+        minimum = scales[..., 1] if halves == 2 else None
+        return from_codes(codes.reshape(rows, k), scales[..., 0], minimum, grid)
 
     def numpy(self) -> np.ndarray:
         return dequantize(self._data, self._ggml_type).reshape(self.shape)

@@ -31,6 +31,8 @@ from llmc.ir.packing import quantize as rtn
 from llmc.passes.quantize.calibration import BUILTIN, Calibration, load_calibration, stream
 from llmc.passes.quantize.formats import NAMED, WEIGHT_SLOT, Format, Recipe, check_recipe
 
+KEPT = "stored"  # the method of a weight whose file storage already was its format (GGUF Q4_1 as w4g32)
+
 __all__ = ["BUILTIN", "NAMED", "Calibration", "LayerRecord", "Recipe", "load_calibration", "quantize"]
 
 
@@ -124,16 +126,17 @@ def _round(value: Value, fmt: Format, method: str, x: np.ndarray | None, node: N
         half = w.astype(np.float16)
         err = float(np.linalg.norm(half.astype(np.float32) - w) / max(np.linalg.norm(w), 1e-30))
         return half, LayerRecord(value.name, origin, node.meta.layer, fmt.name, "cast", err, "weight", half.nbytes, float_bytes)
+    kept = _stored(value, fmt, method)
     if x is None:
-        result = rtn(w, fmt.grid)
+        result = kept or rtn(w, fmt.grid)
         err = float(np.linalg.norm(result.dequantize() - w) / max(np.linalg.norm(w), 1e-30))
-        return result, LayerRecord(value.name, origin, node.meta.layer, fmt.name, "rtn", err, "weight", result.nbytes,
-                                   float_bytes)
+        return result, LayerRecord(value.name, origin, node.meta.layer, fmt.name, KEPT if kept else "rtn", err, "weight",
+                                   result.nbytes, float_bytes)
     from llmc.passes.quantize.gptq import HessianAccumulator, gptq, output_error
 
     acc = HessianAccumulator()
     acc.add(x)
-    result = gptq(w, acc.value, fmt.grid) if method == "gptq" else rtn(w, fmt.grid)
+    result = gptq(w, acc.value, fmt.grid) if method == "gptq" else kept or rtn(w, fmt.grid)
     if fmt.act8:  # the integer linear's own error: activations rounded too
         from llmc.ir.ops.quant import LinearW8A8
 
@@ -145,8 +148,16 @@ def _round(value: Value, fmt: Format, method: str, x: np.ndarray | None, node: N
         return result, LayerRecord(value.name, origin, node.meta.layer, fmt.name, "smoothquant", err, "output",
                                    result.nbytes, float_bytes)
     err = float(np.sqrt(max(output_error(w, result, acc.value), 0.0)))
-    return result, LayerRecord(value.name, origin, node.meta.layer, fmt.name, method, err, "output", result.nbytes,
+    name = KEPT if kept is not None and result is kept else method
+    return result, LayerRecord(value.name, origin, node.meta.layer, fmt.name, name, err, "output", result.nbytes,
                                float_bytes)
+
+
+def _stored(value: Value, fmt: Format, method: str) -> Packed | None:
+    """The weight's own packed storage when it already is ``fmt``'s grid (a GGUF Q4_1 tensor for
+    ``w4g32``): kept as stored, not requantized from its dequantized values. Only RTN keeps it."""
+    keep = getattr(value.const, "packed", None)
+    return keep(fmt.grid) if keep is not None and method == "rtn" and not fmt.act8 else None
 
 
 def _rewrite(graph: Graph, value: Value, fmt: Format, result, method: str, act_absmax: float) -> None:
@@ -163,7 +174,8 @@ def _rewrite(graph: Graph, value: Value, fmt: Format, result, method: str, act_a
     inputs = [graph.add_const(f"{value.name}.qweight", result.words), graph.add_const(f"{value.name}.scales", result.scale)]
     if result.minimum is not None:
         inputs.append(graph.add_const(f"{value.name}.mins", result.minimum))
-    spec = QuantSpec(bits=fmt.grid.bits, group=fmt.grid.group, axis=-1, sym=fmt.grid.sym, scheme=method)
+    spec = QuantSpec(bits=fmt.grid.bits, group=fmt.grid.group, axis=-1, sym=fmt.grid.sym,
+                     scheme="rtn" if method == KEPT else method)
     for user, slot in list(value.uses):
         if fmt.act8 and user.op == "linear" and slot == 1:
             _integer_linear(graph, user, inputs, result.k, fmt, act_absmax, spec)
