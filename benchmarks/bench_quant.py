@@ -95,7 +95,8 @@ def ort_gemv(w: np.ndarray, block: int, x: np.ndarray) -> float:
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])],
                               [helper.make_tensor("w", TensorProto.UINT8, packed.shape, packed.tobytes(), raw=True),
                                helper.make_tensor("s", TensorProto.FLOAT, scale.shape, scale.ravel())])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
     options = ort.SessionOptions()
     options.intra_op_num_threads = os.cpu_count() or 1
     sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])

@@ -68,9 +68,10 @@ def smollm2(recipes, args) -> dict:
 
 
 def minilm(recipes, args) -> dict:
+    from transformers import AutoTokenizer
+
     import llmc
     from llmc.examples import minilm_folder
-    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(minilm_folder()))
 
@@ -110,7 +111,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=RESULT)
     args = p.parse_args()
     recipes = args.recipes.split(",")
-    results = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    results = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
                "versions": {k: version(k) for k in ("llmc", "apache-tvm", "numpy")}, "target": args.target}
     models = args.models.split(",")

@@ -120,9 +120,9 @@ def _packed_dense(ctx, x, x_type, weights, weight_at, n: int, bias=None, stage: 
         shape = [*x.shape[:-1], panels, p]
         if stage:  # a weight worth computing once per reduction step, for all rows (see the cpu rule Dense)
             w = te.compute((panels, x.shape[-1], p), lambda jo, kk, ji: weight_at(wt, jo, kk, ji, x.dtype), name=WEIGHT_STAGE)
-            at = lambda jo, kk, ji: w[jo, kk, ji]  # noqa: E731
+            at = lambda jo, kk, ji: w[jo, kk, ji]
         else:
-            at = lambda jo, kk, ji: weight_at(wt, jo, kk, ji, x.dtype)  # noqa: E731
+            at = lambda jo, kk, ji: weight_at(wt, jo, kk, ji, x.dtype)
         y = te.compute(shape, lambda *i: te.sum(x[(*i[:-2], k)] * at(i[-2], k, i[-1]), axis=k), name="dense")
         if not bp:
             return y

@@ -177,7 +177,8 @@ def linear_w8a8(ctx, node, args):
             return tirx.bitwise_and(tirx.shift_right(word, shift), tirx.const(255, "int32")) - 128
 
         rows = len(xq.shape) - 1
-        acc = te.compute(out, lambda *i: te.sum(tirx.Cast("int32", xq[(*i[:rows], k)]) * code(*i), axis=k), name="dense")
+        acc = te.compute(out, lambda *i: te.sum(tirx.Cast("int32", xq[(*i[:rows], k)]) * code(*i), axis=k),
+                         name="dense")
 
         def rescale(*i):
             s = scale[i[-2], 0, i[-1]] if p else scale[i[-1], 0]
@@ -193,7 +194,7 @@ def linear_w8a8(ctx, node, args):
 
 
 
-GEMV_PARTIAL, GEMV = "qgemv_partial", "qgemv"  # block names the cpu rule ``QuantGemv`` schedules
+GEMV_XSUM, GEMV_PARTIAL, GEMV = "qgemv_xsum", "qgemv_partial", "qgemv"  # blocks the cpu rule ``QuantGemv`` schedules
 
 
 def one_row_per_batch(ctx, x_type) -> bool:
@@ -205,7 +206,7 @@ def one_row_per_batch(ctx, x_type) -> bool:
 def quantized_gemv(ctx, x, x_type, q: PackedOperands, n: int, panels: list, p: int, bias):
     """Decode's product with packed weight panels, the scales applied once per group:
 
-        xsum[b, g]            = sum of x over group g                        (a small kernel of its own)
+        xsum[b, g]            = sum of x over group g                        (once per panel and group)
         part[b, jo, g, ji]    = sum_{k in g} x[b, k] * code(jo, k, ji)       (integer codes, float math)
         y[b, jo, ji]          = sum_g part * scale[jo, g, ji] + xsum[b, g] * offset[jo, g, ji]
 
@@ -214,17 +215,13 @@ def quantized_gemv(ctx, x, x_type, q: PackedOperands, n: int, panels: list, p: i
     """
     k_len, grid = q.k, q.grid
     size, groups = grid.group_size(k_len), grid.groups(k_len)
-    per, bits, half = grid.per_word, grid.bits, float(grid.levels // 2)
+    per, half = grid.per_word, float(grid.levels // 2)
 
-    def group_sums(x):
-        kk = te.reduce_axis((0, size), name="kk")
-        return te.compute((*x.shape[:-1], groups), lambda *i: te.sum(_x_in_group(x, i[:-1], i[-1] * size + kk, k_len),
-                                                                    axis=kk), name="qgemv_xsum")
-
-    xsum = ctx.emit_te(group_sums, x, name="qgemv_xsum")
-
-    def product(x, xsum, *tensors):
+    def product(x, *tensors):
         words, scale = tensors[0], tensors[1]
+        ks = te.reduce_axis((0, size), name="ks")
+        xsum = te.compute((*x.shape[:-1], groups), lambda *i: te.sum(_x_in_group(x, i[:-1], i[-1] * size + ks, k_len),
+                                                                     axis=ks), name=GEMV_XSUM)
         minimum = tensors[2] if q.minimum is not None else None
         bp = tensors[-1] if bias is not None else None
         lead, panel_count = x.shape[:-1], words.shape[0]
@@ -255,7 +252,7 @@ def quantized_gemv(ctx, x, x_type, q: PackedOperands, n: int, panels: list, p: i
         return te.compute(y.shape, lambda *i: y[i] + bp[i[-2], i[-1]], name="bias_add")
 
     extra = [] if bias is None else [ctx.emit(relax.op.layout_transform(bias, lambda j: (j // p, j % p), pad_value=0))]
-    y3 = ctx.emit_te(product, x, xsum, *panels, *extra, name="dense_packed")
+    y3 = ctx.emit_te(product, x, *panels, *extra, name="dense_packed")
     count = -(-n // p)
     y = ctx.emit(relax.op.reshape(y3, [*ctx.shape(x_type.shape[:-1]), count * p]))
     return y if count * p == n else relax.op.strided_slice(y, axes=[x_type.rank - 1], begin=[0], end=[n])

@@ -85,7 +85,7 @@ class DequantizePacked:
 
     @staticmethod
     def infer(types, attrs):
-        words, scale = types[0], types[1]
+        words = types[0]
         grid = Grid(attrs["bits"], attrs["group"], sym=len(types) == 2)
         k = attrs["k"]
         if words.dtype != DType.i32 or words.rank != 2:
@@ -109,7 +109,8 @@ class DequantizePacked:
         return Cost(flops=S.dim(3 * outs[0].numel), bytes=S.dim(sum(t.nbytes() for t in [*types, *outs])))
 
 
-@op("linear_w8a8", inputs=("x", "words", "scale"), kind="matmul", attrs={"k": Attr("int"), "act_scale": Attr("float", 0.0)})
+@op("linear_w8a8", inputs=("x", "words", "scale"), kind="matmul",
+    attrs={"k": Attr("int"), "act_scale": Attr("float", 0.0)})
 class LinearW8A8:
     """SmoothQuant's integer linear: y = (xq @ wq^T) * sx * scale[n], accumulated exactly in int32.
 

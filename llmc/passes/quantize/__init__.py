@@ -60,7 +60,8 @@ def quantize(graph: Graph, recipe: Recipe, calibration: Calibration | None = Non
     """Quantize ``graph`` in place by ``recipe``; returns it and one record per quantized weight."""
     chosen = check_recipe(graph, recipe, target_formats, target)
     weights = _weights(graph, chosen)
-    needs = recipe.method if recipe.method in ("gptq", "awq") else "w8a8s" if any(f.static for f, _ in weights.values()) else None
+    static = any(f.static for f, _ in weights.values())
+    needs = recipe.method if recipe.method in ("gptq", "awq") else "w8a8s" if static else None
     if needs and calibration is None:
         raise LLMCError(f"{needs} needs calibration data", hint="add --calibration builtin (or a .txt/.npz file)")
     step = progress or (lambda line: None)

@@ -30,7 +30,7 @@ from tvm.s_tir.dlight.analysis.common_analysis import collect_block_iter_vars_us
 from tvm.target.codegen import llvm_get_vector_width
 
 from llmc.codegen.tvm.ops_linalg import WEIGHT_STAGE
-from llmc.codegen.tvm.ops_quant import GEMV, GEMV_PARTIAL
+from llmc.codegen.tvm.ops_quant import GEMV, GEMV_PARTIAL, GEMV_XSUM
 
 # What TVM's schedule primitives raise when a step does not apply (tvm errors are RuntimeErrors).
 SCHEDULE_ERRORS = (RuntimeError, ValueError, AssertionError)
@@ -142,6 +142,7 @@ class QuantGemv(dl.ScheduleRule):
             return None
         sch.reorder(*outer, g, ji)
         sch.compute_at(part, g, preserve_unit_loops=True)
+        sch.compute_at(sch.get_sblock(GEMV_XSUM), g, preserve_unit_loops=True)
         for consumer in sch.get_consumers(y):
             sch.reverse_compute_at(consumer, outer[-1])
             if _extent(sch, sch.get_loops(consumer)[-1]) == width:
