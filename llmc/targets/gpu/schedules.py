@@ -64,10 +64,31 @@ class AlreadyScheduled(dl.ScheduleRule):
         return s_tir.Schedule(func)
 
 
+class DecodeGEMV(dl.ScheduleRule):
+    """dlight's LowBatchGEMV for a decode step's products (output [batch, 1..., N]: one row per
+    sequence, the batch symbolic), which the Matmul rule would otherwise tile as a GEMM; with a
+    packed weight, its dequantization is inlined into the GEMV's loads."""
+
+    def apply(self, func, target, tunable):
+        if not isinstance(func, tirx.PrimFunc) or not _one_row_per_batch(func):
+            return None
+        return dl.gpu.LowBatchGEMV().apply(func, target, tunable)
+
+
+def _one_row_per_batch(func) -> bool:
+    """The kernel's last block writes [batch (symbolic), 1, ..., N]."""
+    writes = []
+    tvm_ffi.structural_walk(func.body, (s_tir.SBlock, lambda b: writes.extend(w.source for w in b.writes)))
+    if not writes or len(writes[-1].shape) < 2:
+        return False
+    shape = writes[-1].shape
+    return not isinstance(shape[0], tirx.IntImm) and all(isinstance(d, tirx.IntImm) and d.value == 1 for d in shape[1:-1])
+
+
 def gpu_rules() -> list[dl.ScheduleRule]:
     return [
-        AlreadyScheduled(), MatmulNoTensorCore(), dl.gpu.GEMV(), dl.gpu.LowBatchGEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
-        dl.gpu.RMSNorm(), dl.gpu.Transpose(), dl.gpu.Fallback(), SerialKernel(),
+        AlreadyScheduled(), DecodeGEMV(), MatmulNoTensorCore(), dl.gpu.GEMV(), dl.gpu.LowBatchGEMV(), dl.gpu.Reduction(),
+        dl.gpu.GeneralReduction(), dl.gpu.RMSNorm(), dl.gpu.Transpose(), dl.gpu.Fallback(), SerialKernel(),
     ]
 
 
