@@ -96,3 +96,27 @@ def test_readme_python_generation_example_runs(tmp_path, monkeypatch, capsys):
     exec(compile(block, "README.md", "exec"), {})  # noqa: S102 -- the README's own example
     out = capsys.readouterr().out
     assert "Paris" in out.splitlines()[0]
+
+
+@pytest.mark.slow
+@needs_smollm2
+def test_readme_quantization_examples_run(tmp_path, monkeypatch):
+    """The README's "Quantizing" block: GPTQ W4 g128 answers the question (the quantization issue's
+    headline), its weights file is under 0.30x the float16 size; a recipe given inline compiles with AWQ."""
+    block = re.search(r"## Quantizing\n\n```sh\n(.*?)```", README.read_text(), re.DOTALL).group(1)
+    monkeypatch.chdir(tmp_path)
+    outputs = []
+    for line in block.strip().splitlines():
+        with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.redirect_stderr(io.StringIO()) as err:
+            code = main(shlex.split(line)[1:])
+        assert code == 0, f"{line}: {err.getvalue()}"
+        outputs.append(out.getvalue())
+    assert "Paris" in outputs[1]
+    s4 = llmc.load(tmp_path / "out" / "s4")
+    section = s4.manifest["quantization"]
+    assert len(section["layers"]) == 211 and {r["method"] for r in section["layers"]} == {"gptq"}
+    float16 = section["float_bytes"] // 2  # every weight the step graph reads, the tied embedding included
+    assert (s4.path / "weights.safetensors").stat().st_size <= 0.30 * float16
+    mixed = {r["origin"]: r["format"] for r in llmc.load(tmp_path / "out" / "mixed").manifest["quantization"]["layers"]}
+    assert mixed["blk.3.ffn_down"] == "w4g32" and mixed["blk.3.attn_q"] == "w4g128" and mixed["token_embd"] == "w8"
+

@@ -138,6 +138,15 @@ def test_override_globs_match_gguf_names_through_their_hugging_face_aliases():
 
     assert "model.layers.3.mlp.down_proj" in aliases("blk.3.ffn_down")
     assert aliases("output") == ["output", "lm_head"]
+    assert "lm_head" in aliases("token_embd", "linear")  # a tied output projection
+    assert "lm_head" not in aliases("token_embd", "embedding")
+
+
+def test_recipe_given_as_json_text():
+    recipe = Recipe.of(recipe='{"default": "w4g32", "override": {"lm_head": "w8"}}')
+    assert recipe.default.name == "w4g32" and recipe.override["lm_head"].name == "w8"
+    with pytest.raises(LLMCError, match="not valid JSON"):
+        Recipe.of(recipe='{"default": ')
 
 
 def test_gptq_and_awq_need_calibration(tmp_path):

@@ -92,7 +92,7 @@ class Recipe:
         return cls(_format(default) if default is not None else None, override, data.get("method", method))
 
     def format_of(self, node: Node) -> Format | None:
-        names = aliases(node.meta.origin or node.name)
+        names = aliases(node.meta.origin or node.name, node.op)
         for key, fmt in self.override.items():
             if key not in WEIGHT_SLOT and any(fnmatch.fnmatchcase(n, key) for n in names):
                 return fmt
@@ -112,9 +112,12 @@ class Recipe:
         return {f.name for f in [self.default, *self.override.values()] if f is not None}
 
 
-def aliases(origin: str) -> list[str]:
-    """A node's names for recipe globs: its origin, and for GGUF names the Hugging Face one."""
+def aliases(origin: str, op: str = "") -> list[str]:
+    """A node's names for recipe globs: its origin, for GGUF names the Hugging Face one, and
+    ``lm_head`` for an output projection that reads the (tied) embedding table."""
     out = [origin]
+    if op == "linear" and origin in ("token_embd", "model.embed_tokens"):
+        out.append("lm_head")
     m = re.fullmatch(r"blk\.(\d+)\.(\w+)", origin)
     if m and m[2] in _GGUF_ALIASES:
         out.append(f"model.layers.{m[1]}.{_GGUF_ALIASES[m[2]]}")
@@ -147,11 +150,11 @@ def check_recipe(graph: Graph, recipe: Recipe, target_formats: set[str] | None, 
             raise LLMCError(f"target {target} cannot run the formats {bad}",
                             hint=f"it runs {', '.join(sorted(target_formats)) or 'none'} (see `llmc targets`)")
     nodes = quantizable(graph)
-    globs = [k for k in recipe.override if k not in WEIGHT_SLOT]
-    for key in globs:
-        if not any(fnmatch.fnmatchcase(n, key) for node in nodes for n in aliases(node.meta.origin or node.name)):
+    names = [n for node in nodes for n in aliases(node.meta.origin or node.name, node.op)]
+    for key in (k for k in recipe.override if k not in WEIGHT_SLOT):
+        if not any(fnmatch.fnmatchcase(n, key) for n in names):
             raise LLMCError(f"the recipe's override {key!r} matches no quantizable weight of {graph.name}",
-                            hint=f"names look like {', '.join(aliases(nodes[0].meta.origin)) if nodes else '-'}")
+                            hint=f"names look like {', '.join(names[:3]) or '-'}")
     chosen = {}
     for node in nodes:
         fmt = recipe.format_of(node)
@@ -174,6 +177,12 @@ def _format(value) -> Format | None:
 def _read_recipe(recipe) -> dict:
     if isinstance(recipe, dict):
         return recipe
+    if str(recipe).lstrip().startswith("{"):  # the JSON itself
+        try:
+            data = json.loads(str(recipe))
+        except json.JSONDecodeError as e:
+            raise LLMCError(f"the recipe is not valid JSON: {e}") from None
+        return _read_recipe(data) if isinstance(data, dict) else {}
     path = Path(recipe)
     try:
         data = json.loads(path.read_text())
