@@ -91,9 +91,11 @@ def _generation_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _quant_flags(p: argparse.ArgumentParser) -> None:
+    from llmc.passes.quantize.formats import METHODS
+
     q = p.add_argument_group("quantization")
     q.add_argument("--quant", metavar="FORMAT", help="weight format: w8, w4g32, w4g128, w3g128, w2g64, w8a8, fp16")
-    q.add_argument("--quant-method", default="rtn", choices=("rtn", "gptq", "awq"), help="how weights are rounded")
+    q.add_argument("--quant-method", default="rtn", choices=METHODS, help="how weights are rounded")
     q.add_argument("--recipe", metavar="RECIPE.json", help='per-node formats, as JSON or a file of it: {"default": "w4g128", "override": {...}}')
     q.add_argument("--calibration", metavar="builtin|FILE.txt|FILE.npz", help="calibration data (gptq and awq need it)")
     q.add_argument("--calibration-samples", type=int, metavar="N", help="samples cut from a calibration text (default 32)")

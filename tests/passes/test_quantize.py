@@ -258,3 +258,13 @@ def test_cpu_quantized_products_match_the_interpreter(grid, shape, close):
     got = llmc.compile(g, "cpu").run(feeds)
     for key, expected in run(g, feeds).items():
         close(got[key], expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["awq", "awq+gptq"])
+def test_awq_folds_scales_then_rounds(method, calibration, tmp_path):
+    art = llmc.compile(tiny_llama()[0], output=tmp_path / "a", generation=True, max_seq_len=64, quant="w3g128",
+                       quant_method=method, calibration=calibration)
+    scaled = [name for name in art.graph.constants if name.endswith(".scaled")]
+    assert any("layernorm" in name or "norm" in name for name in scaled)  # q/k/v and gate/up scales in the norms
+    layers = art.manifest["quantization"]["layers"]
+    assert {r["method"] for r in layers if r["metric"] == "output"} == {method}

@@ -61,15 +61,15 @@ def quantize(graph: Graph, recipe: Recipe, calibration: Calibration | None = Non
     chosen = check_recipe(graph, recipe, target_formats, target)
     weights = _weights(graph, chosen)
     static = any(f.static for f, _ in weights.values())
-    needs = recipe.method if recipe.method in ("gptq", "awq") else "w8a8s" if static else None
+    needs = recipe.method if recipe.method != "rtn" else "w8a8s" if static else None
     if needs and calibration is None:
         raise LLMCError(f"{needs} needs calibration data", hint="add --calibration builtin (or a .txt/.npz file)")
     step = progress or (lambda line: None)
-    if calibration is not None and (recipe.method == "awq" or any(f.act8 for f, _ in weights.values())):
+    if calibration is not None and (recipe.awq or any(f.act8 for f, _ in weights.values())):
         from llmc.passes.quantize.scaling import migrate
 
         step("searching activation scales")
-        migrate(graph, calibration, {name: fmt for name, (fmt, _) in weights.items()}, awq=recipe.method == "awq")
+        migrate(graph, calibration, {name: fmt for name, (fmt, _) in weights.items()}, awq=recipe.awq)
         weights = _weights(graph, check_recipe(graph, recipe, target_formats, target))
     act_absmax: dict[str, float] = {}  # W8A8 linears: max |input| on the calibration data (static scales)
     records: dict[str, LayerRecord] = {}
@@ -137,7 +137,7 @@ def _round(value: Value, fmt: Format, method: str, x: np.ndarray | None, node: N
 
     acc = HessianAccumulator()
     acc.add(x)
-    result = gptq(w, acc.value, fmt.grid) if method == "gptq" else kept or rtn(w, fmt.grid)
+    result = gptq(w, acc.value, fmt.grid) if method.endswith("gptq") else kept or rtn(w, fmt.grid)
     if fmt.act8:  # the integer linear's own error: activations rounded too
         from llmc.ir.ops.quant import LinearW8A8
 

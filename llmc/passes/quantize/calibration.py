@@ -127,14 +127,11 @@ def _check(graph: Graph, arrays: dict, source: str, vocab: int | None) -> None:
     if extra:
         raise InputError(f"calibration data {source} has arrays {extra} that are not inputs of {graph.name}",
                          hint=f"the model's inputs are {sorted(names)}")
-    given = [v for v in graph.inputs if v.name in arrays]
     missing = [v.name for v in graph.inputs if v.name not in arrays and not _made_when_read(v.name)]
     if missing:
-        raise InputError(f"calibration data {source} lacks inputs {missing}", hint=f"the model's inputs are {sorted(names)}")
-    sub = Graph(graph.name)
-    for v in given:
-        sub.add_input(v.name, v.type)
-    interpreter.bind_inputs(sub, [arrays[v.name] for v in given])
+        raise InputError(f"calibration data {source} lacks inputs {missing}",
+                         hint=f"the model's inputs are {sorted(names)}")
+    _bind(graph, arrays)
     ids = arrays.get("input_ids")
     if vocab is not None and ids is not None and ids.size and (ids.min() < 0 or ids.max() >= vocab):
         bad = int(ids.max() if ids.max() >= vocab else ids.min())
@@ -160,8 +157,7 @@ def stream(graph: Graph, calibration: Calibration, hooked: Iterable[Node], hook:
     for v in graph.inputs:
         if v.name in calibration.inputs:
             values[id(v)] = calibration.inputs[v.name]
-    env = interpreter.bind_inputs(_given(graph, calibration), [calibration.inputs[v.name] for v in graph.inputs
-                                                                 if v.name in calibration.inputs])
+    env = _bind(graph, calibration.inputs)
     order = [n for n in graph.nodes if id(n) in needed or id(n) in hooked]
     last = {}
     for i, node in enumerate(order):
@@ -185,12 +181,13 @@ def stream(graph: Graph, calibration: Calibration, hooked: Iterable[Node], hook:
             progress(i + 1, len(order))
 
 
-def _given(graph: Graph, calibration: Calibration) -> Graph:
+def _bind(graph: Graph, arrays: dict[str, np.ndarray]) -> dict[str, int]:
+    """Check the given arrays against their inputs' types (the caches are made later); the symbols' sizes."""
     sub = Graph(graph.name)
-    for v in graph.inputs:
-        if v.name in calibration.inputs:
-            sub.add_input(v.name, v.type)
-    return sub
+    given = [v for v in graph.inputs if v.name in arrays]
+    for v in given:
+        sub.add_input(v.name, v.type)
+    return interpreter.bind_inputs(sub, [arrays[v.name] for v in given])
 
 
 def _read(v, values, env) -> np.ndarray:

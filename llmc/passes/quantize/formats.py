@@ -25,7 +25,7 @@ from llmc.ir.packing import Grid
 
 NAMED = ("w8", "w4g32", "w4g128", "w3g128", "w2g64", "w8a8", "w8a8s", "fp16")
 KEEP = "float"
-METHODS = ("rtn", "gptq", "awq")
+METHODS = ("rtn", "gptq", "awq", "awq+gptq")  # awq: scales searched and folded, then RTN (or GPTQ)
 _FORMAT_RE = re.compile(r"w(?P<bits>\d+)(?:g(?P<group>\d+))?")
 # Which input of an op is the weight a format applies to.
 WEIGHT_SLOT = {"linear": 1, "embedding": 0}
@@ -99,6 +99,10 @@ class Recipe:
         if node.op in self.override:
             return self.override[node.op]
         return self.default
+
+    @property
+    def awq(self) -> bool:
+        return self.method.startswith("awq")
 
     def to_json(self) -> dict:
         def name(f):
