@@ -176,7 +176,7 @@ def _rewrite(graph: Graph, value: Value, fmt: Format, result, method: str, act_a
     if result.minimum is not None:
         inputs.append(graph.add_const(f"{value.name}.mins", result.minimum))
     spec = QuantSpec(bits=fmt.grid.bits, group=fmt.grid.group, axis=-1, sym=fmt.grid.sym,
-                     scheme="rtn" if method == KEPT else method)
+                     scheme="rtn" if method == KEPT else method.split("+")[-1])
     for user, slot in list(value.uses):
         if fmt.act8 and user.op == "linear" and slot == 1:
             _integer_linear(graph, user, inputs, result.k, fmt, act_absmax, spec)
