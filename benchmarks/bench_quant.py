@@ -137,7 +137,39 @@ def decode_child(name: str, artifact: str | None) -> dict:
     runner = LlamaCppRunner() if artifact is None else LlmcRunner(artifact)
     ids = prompt_ids(128)
     runner.step(runner.prefill(np.array([ids[:16]])))
-    return decode(runner, np.array([ids]), 128)
+    result = decode(runner, np.array([ids]), 128)
+    if artifact is not None:
+        result["step_breakdown_ms"] = breakdown(runner, np.array([ids]), 32)
+    return result
+
+
+def breakdown(runner, ids: np.ndarray, steps: int) -> dict:
+    """Where a decode step's time goes (medians over ``steps``, instrumented run): products with
+    packed or float weights, other kernels, the VM's own builtins (shapes, allocations, views),
+    and what is left outside the VM (the Python loop, argument conversion)."""
+    session = runner.gen.runner.session
+    spent: dict[str, float] = {}
+    clock: list[float] = []
+
+    def instrument(_func, name, before, _ret, *_args):
+        if before:
+            clock.append(time.perf_counter())
+        else:
+            kind = "products" if name.startswith("dense_packed") else "vm builtins" if name.startswith("vm.") \
+                else "other kernels"
+            spent[kind] = spent.get(kind, 0.0) + time.perf_counter() - clock.pop()
+        return 0
+
+    state = runner.prefill(ids)
+    session.vm.set_instrument(instrument)
+    rows = []
+    for _ in range(steps):
+        spent.clear()
+        t0 = time.perf_counter()
+        state = runner.step(state)
+        total = time.perf_counter() - t0
+        rows.append({**spent, "outside the VM": total - sum(spent.values()), "step": total})
+    return {k: 1e3 * statistics.median(r.get(k, 0.0) for r in rows) for k in rows[0]}
 
 
 def decode_part(timeout: int) -> dict:

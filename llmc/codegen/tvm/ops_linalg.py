@@ -63,10 +63,12 @@ def _quantized_linear(ctx, x, x_type, q, n: int, bias):
         return _packed_dense(ctx, x, x_type, panels, weight_at, n, bias, stage=True)
 
     def compute(x, words, scale, *minimum):
-        w = te.compute((n, q.k), lambda i, k: dequant_at(q.grid, q.k, words, scale, minimum[0] if minimum else None, i, k)
-                       .astype(x.dtype), name="dequantize")
+        low = minimum[0] if minimum else None
+        w = te.compute((n, q.k), lambda i, k: dequant_at(q.grid, q.k, words, scale, low, i, k).astype(x.dtype),
+                       name="dequantize")
         k = te.reduce_axis((0, q.k), name="k")
-        return te.compute([*x.shape[:-1], n], lambda *i: te.sum(x[(*i[:-1], k)] * w[i[-1], k], axis=k), name="NT_matmul")
+        return te.compute([*x.shape[:-1], n], lambda *i: te.sum(x[(*i[:-1], k)] * w[i[-1], k], axis=k),
+                          name="NT_matmul")
 
     y = ctx.emit_te(compute, x, *q.tensors, name="quantized_matmul")
     return y if bias is None else R.add(y, bias)
@@ -119,7 +121,8 @@ def _packed_dense(ctx, x, x_type, weights, weight_at, n: int, bias=None, stage: 
         k = te.reduce_axis((0, x.shape[-1]), name="k")
         shape = [*x.shape[:-1], panels, p]
         if stage:  # a weight worth computing once per reduction step, for all rows (see the cpu rule Dense)
-            w = te.compute((panels, x.shape[-1], p), lambda jo, kk, ji: weight_at(wt, jo, kk, ji, x.dtype), name=WEIGHT_STAGE)
+            w = te.compute((panels, x.shape[-1], p), lambda jo, kk, ji: weight_at(wt, jo, kk, ji, x.dtype),
+                           name=WEIGHT_STAGE)
             at = lambda jo, kk, ji: w[jo, kk, ji]
         else:
             at = lambda jo, kk, ji: weight_at(wt, jo, kk, ji, x.dtype)

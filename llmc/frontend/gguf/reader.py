@@ -90,7 +90,8 @@ class GGUFWeight(Weight):
         """The stored Q4_0 / Q4_1 / Q8_0 blocks repacked as llmc's ``grid`` (no rounding: the same
         codes and float16 scales), or None when the storage is not exactly that grid."""
         spec = self.spec
-        if spec is None or len(self.shape) != 2 or (spec.bits, spec.group, spec.sym) != (grid.bits, grid.group, grid.sym):
+        same = spec is not None and (spec.bits, spec.group, spec.sym) == (grid.bits, grid.group, grid.sym)
+        if not same or len(self.shape) != 2:
             return None
         rows, k = self.shape
         blocks = self._data.reshape(rows, k // 32, -1)

@@ -126,13 +126,15 @@ def _round(value: Value, fmt: Format, method: str, x: np.ndarray | None, node: N
     if fmt.grid is None:
         half = w.astype(np.float16)
         err = float(np.linalg.norm(half.astype(np.float32) - w) / max(np.linalg.norm(w), 1e-30))
-        return half, LayerRecord(value.name, origin, node.meta.layer, fmt.name, "cast", err, "weight", half.nbytes, float_bytes)
+        return half, LayerRecord(value.name, origin, node.meta.layer, fmt.name, "cast", err, "weight", half.nbytes,
+                                 float_bytes)
     kept = _stored(value, fmt, method)
     if x is None:
         result = kept or rtn(w, fmt.grid)
         err = float(np.linalg.norm(result.dequantize() - w) / max(np.linalg.norm(w), 1e-30))
-        return result, LayerRecord(value.name, origin, node.meta.layer, fmt.name, KEPT if kept else "rtn", err, "weight",
-                                   result.nbytes, float_bytes)
+        method = KEPT if kept else "rtn"
+        return result, LayerRecord(value.name, origin, node.meta.layer, fmt.name, method, err, "weight", result.nbytes,
+                                   float_bytes)
     from llmc.passes.quantize.gptq import HessianAccumulator, gptq, output_error
 
     acc = HessianAccumulator()
@@ -172,7 +174,8 @@ def _rewrite(graph: Graph, value: Value, fmt: Format, result, method: str, act_a
         for user, slot in list(value.uses):
             user.set_input(slot, new)
         return
-    inputs = [graph.add_const(f"{value.name}.qweight", result.words), graph.add_const(f"{value.name}.scales", result.scale)]
+    inputs = [graph.add_const(f"{value.name}.qweight", result.words),
+              graph.add_const(f"{value.name}.scales", result.scale)]
     if result.minimum is not None:
         inputs.append(graph.add_const(f"{value.name}.mins", result.minimum))
     spec = QuantSpec(bits=fmt.grid.bits, group=fmt.grid.group, axis=-1, sym=fmt.grid.sym,

@@ -46,7 +46,8 @@ class Calibration:
 
 
 def load_calibration(graph: Graph, spec: str | Path, *, tokenizer: Callable[[str], list[int]] | None = None,
-                     vocab: int | None = None, samples: int = DEFAULT_SAMPLES, length: int = DEFAULT_LENGTH) -> Calibration:
+                     vocab: int | None = None, samples: int = DEFAULT_SAMPLES,
+                     length: int = DEFAULT_LENGTH) -> Calibration:
     """Calibration inputs for ``graph`` from ``spec`` (``builtin``, a ``.txt`` or an ``.npz`` file)."""
     from llmc.frontend.decoder import is_step_graph
 
@@ -61,7 +62,8 @@ def load_calibration(graph: Graph, spec: str | Path, *, tokenizer: Callable[[str
     elif str(spec).endswith(".npz"):
         arrays, source = _npz(Path(spec)), str(spec)
     else:
-        raise InputError(f"unknown calibration data {spec!r}", hint="use 'builtin', a .txt file or an .npz of model inputs")
+        raise InputError(f"unknown calibration data {spec!r}",
+                         hint="use 'builtin', a .txt file or an .npz of model inputs")
     if step:
         arrays = _step_inputs(graph, arrays, source)
     _check(graph, arrays, source, vocab)

@@ -2,8 +2,9 @@
 
 A format is named ``w<bits>[g<group>]`` (weight-only: ``w8`` per output channel, ``w4g128``
 groups of 128 along the reduction axis), ``w8a8`` (SmoothQuant: int8 weights per channel, int8
-activations scaled per token, integer matmuls; ``w8a8s`` with one static activation scale) or ``fp16`` (weights stored as float16). 8-bit weight-only grids are
-symmetric; 4, 3 and 2 bits are asymmetric (``code * scale + minimum``, llama.cpp's Q4_1 form).
+activations scaled per token, integer matmuls; ``w8a8s`` with one static activation scale) or
+``fp16`` (weights stored as float16). 8-bit weight-only grids are symmetric; 4, 3 and 2 bits are
+asymmetric (``code * scale + minimum``, llama.cpp's Q4_1 form).
 
 A recipe is ``{"default": FORMAT, "override": {KEY: FORMAT}}``. A key is an op kind
 (``linear``, ``embedding``) or a glob over node names: a node's origin (``blk.3.ffn_down``,
@@ -84,7 +85,8 @@ class Recipe:
         data = _read_recipe(recipe) if recipe is not None else {}
         unknown = set(data) - {"default", "override", "method"}
         if unknown:
-            raise LLMCError(f"unknown recipe keys {sorted(unknown)}", hint="a recipe has 'default', 'override' and 'method'")
+            raise LLMCError(f"unknown recipe keys {sorted(unknown)}",
+                            hint="a recipe has 'default', 'override' and 'method'")
         default = quant if quant is not None else data.get("default")
         if not isinstance(data.get("override", {}), dict):
             raise LLMCError("the recipe's 'override' must map node globs or op kinds to formats")

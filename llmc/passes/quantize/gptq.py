@@ -28,6 +28,7 @@ from llmc.errors import LLMCError, ShapeError
 from llmc.ir.packing import Grid, Packed, decode, encode, fit, from_codes
 
 DAMP_TRIES = 3  # dampening damp, 10 damp, 100 damp before giving up
+ERROR_BLOCK = 1 << 22  # elements of a row block of ``output_error`` (32 MiB in float64)
 
 
 def gptq(w: np.ndarray, hessian: np.ndarray, grid: Grid, *, damp: float = 0.01, block: int = 128,
@@ -35,16 +36,16 @@ def gptq(w: np.ndarray, hessian: np.ndarray, grid: Grid, *, damp: float = 0.01, 
     """Quantize ``w`` [N, K] on ``grid`` minimizing the output error under ``hessian`` [K, K] (see module)."""
     if block < 1:
         raise LLMCError(f"GPTQ block size {block} must be >= 1", hint="use 128")
-    weights, h = _prepare(w, hessian)
+    weights, diag = _prepare(w, hessian)
     n, k = weights.shape
-    order = np.argsort(-np.diag(h), kind="stable") if act_order else np.arange(k)
+    order = np.argsort(-diag, kind="stable") if act_order else np.arange(k)
     grids = _Grids(n, k, grid)
     if act_order:
         for g in range(grid.groups(k)):
             grids.fit(g, weights[:, grids.columns(g)])
     elif grid.group:
         block = grids.size * max(1, block // grids.size)
-    u = _inverse_cholesky(h[np.ix_(order, order)], damp).astype(np.float32)
+    u = _inverse_cholesky(hessian, diag, order, damp).astype(np.float32)
     weights = np.ascontiguousarray(weights[:, order])
     codes = np.empty((n, k), np.uint8)
     for start in range(0, k, block):
@@ -55,24 +56,40 @@ def gptq(w: np.ndarray, hessian: np.ndarray, grid: Grid, *, damp: float = 0.01, 
 
 
 def output_error(w: np.ndarray, packed: Packed, hessian: np.ndarray) -> float:
-    """Relative error of the layer output on the calibration inputs: tr(D H D^T) / tr(W H W^T), D = W - Q."""
-    w = np.asarray(w, np.float64)
-    d = w - packed.dequantize()
+    """Relative error of the layer output on the calibration inputs: tr(D H D^T) / tr(W H W^T), D = W - Q.
+
+    Summed over blocks of rows, so the float64 temporaries are a few rows, not the whole matrix."""
     h = np.asarray(hessian, np.float64)
-    num, den = float(np.sum((d @ h) * d)), float(np.sum((w @ h) * w))
+    rows = max(1, ERROR_BLOCK // h.shape[0])
+    num = den = 0.0
+    for start in range(0, packed.shape[0], rows):
+        part = np.asarray(w[start:start + rows], np.float64)
+        d = part - _rows(packed, start, start + rows).dequantize()
+        num += float(np.sum((d @ h) * d))
+        den += float(np.sum((part @ h) * part))
     if den <= 0:
         return 0.0 if num <= 0 else float("inf")
     return max(num, 0.0) / den
 
 
+def _rows(packed: Packed, start: int, end: int) -> Packed:
+    minimum = None if packed.minimum is None else packed.minimum[start:end]
+    return Packed(packed.words[start:end], packed.scale[start:end], minimum, packed.grid, packed.k)
+
+
 class HessianAccumulator:
-    """Running ``mean(x x^T)`` (float64 [K, K]) over calibration rows ``x[..., K]`` of one linear's input."""
+    """Running ``mean(x x^T)`` (float64 [K, K]) over calibration rows ``x[..., K]`` of one linear's input.
+
+    Reading ``value`` ends the accumulation: the sum is divided in place, so only one K x K matrix exists."""
 
     def __init__(self):
         self._sum: np.ndarray | None = None
         self.count = 0
+        self._mean = False
 
     def add(self, x: np.ndarray) -> None:
+        if self._mean:
+            raise LLMCError("calibration rows were added after the Hessian was read", hint="add every row first")
         rows = np.asarray(x, np.float64).reshape(-1, np.shape(x)[-1])
         if self._sum is None:
             self._sum = np.zeros((rows.shape[1], rows.shape[1]))
@@ -85,7 +102,10 @@ class HessianAccumulator:
     def value(self) -> np.ndarray:
         if not self.count:
             raise LLMCError("no calibration rows were added to the Hessian", hint="run calibration inputs first")
-        return self._sum / self.count
+        if not self._mean:
+            self._sum /= self.count
+            self._mean = True
+        return self._sum
 
 
 class _Grids:
@@ -130,33 +150,36 @@ def _quantize_block(weights, u, order, start, end, grids: _Grids, codes, *, refi
 
 
 def _prepare(w: np.ndarray, hessian: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Float32 weights and float64 Hessian, dead inputs (``H[i, i] == 0``) given ``H[i, i] = 1``, ``W[:, i] = 0``."""
-    weights, h = np.array(w, np.float32), np.array(hessian, np.float64)
+    """Float32 weights with dead inputs (``H[i, i] == 0``) zeroed, and the Hessian's diagonal with those set to 1."""
+    weights, h = np.array(w, np.float32), np.asarray(hessian, np.float64)
     if weights.ndim != 2 or h.shape != (weights.shape[1],) * 2:
         raise ShapeError(f"GPTQ needs W [N, K] and H [K, K], got {weights.shape} and {h.shape}")
     if not (np.isfinite(h).all() and np.isfinite(weights).all()):
         raise LLMCError("GPTQ got a Hessian or weights with inf/NaN",
                         hint="check the calibration activations and the model weights for overflow")
-    diag = np.diag(h)
+    diag = np.diag(h).copy()
     if (diag < 0).any():
         raise LLMCError(f"the Hessian has negative diagonal entries (input {int(np.argmin(diag))})",
                         hint="pass mean(x x^T) over calibration tokens")
     dead = diag == 0
-    h[dead, dead] = 1.0
+    diag[dead] = 1.0
     weights[:, dead] = 0.0
-    return weights, h
+    return weights, diag
 
 
-def _inverse_cholesky(h: np.ndarray, damp: float) -> np.ndarray:
-    """Upper Cholesky factor ``U`` of ``(h + d * mean(diag h) * I)^-1``, d = damp, 10 damp, ... until it exists.
+def _inverse_cholesky(hessian: np.ndarray, diag: np.ndarray, order: np.ndarray, damp: float) -> np.ndarray:
+    """Upper Cholesky factor ``U`` of ``(h + d * mean(diag h) * I)^-1``, d = damp, 10 damp, ... until it exists,
+    with ``h`` the Hessian in processing ``order`` and ``diag`` its diagonal (dead inputs set to 1).
 
     With ``J`` the order reversal and ``J h J = L L^T``: ``h^-1 = (J L^-1 J)^T (J L^-1 J)`` and ``J L^-1 J`` is
-    upper triangular, so ``U = J L^-1 J`` (one factorization, no explicit ``h^-1``).
+    upper triangular, so ``U = J L^-1 J`` (one factorization, no explicit ``h^-1``). Each try copies ``J h J``
+    from the Hessian and drops it once factored, so the inversion holds no other K x K matrix than ``L``.
     """
-    eye, mean = np.eye(len(h)), float(np.mean(np.diag(h)))
+    diag, reverse = diag[order], order[::-1]
+    mean = float(np.mean(diag))
     for attempt in range(DAMP_TRIES):
         try:
-            lower = np.linalg.cholesky((h + damp * 10**attempt * mean * eye)[::-1, ::-1])
+            lower = np.linalg.cholesky(_reversed(hessian, reverse, diag[::-1] + damp * 10**attempt * mean))
             upper = np.linalg.inv(lower)[::-1, ::-1]
         except np.linalg.LinAlgError:
             continue
@@ -164,3 +187,10 @@ def _inverse_cholesky(h: np.ndarray, damp: float) -> np.ndarray:
             return upper
     raise LLMCError(f"the Hessian is not positive definite even with dampening {damp * 10**(DAMP_TRIES - 1):g}",
                     hint="collect more calibration tokens, or check the activations for overflow")
+
+
+def _reversed(hessian: np.ndarray, reverse: np.ndarray, diagonal: np.ndarray) -> np.ndarray:
+    """``J h J``: the Hessian's rows and columns in ``reverse`` order, with ``diagonal`` on its diagonal."""
+    h = hessian[np.ix_(reverse, reverse)]
+    h[np.diag_indices_from(h)] = diagonal
+    return h

@@ -82,13 +82,14 @@ def _one_row_per_batch(func) -> bool:
     if not writes or len(writes[-1].shape) < 2:
         return False
     shape = writes[-1].shape
-    return not isinstance(shape[0], tirx.IntImm) and all(isinstance(d, tirx.IntImm) and d.value == 1 for d in shape[1:-1])
+    unit = all(isinstance(d, tirx.IntImm) and d.value == 1 for d in shape[1:-1])
+    return unit and not isinstance(shape[0], tirx.IntImm)
 
 
 def gpu_rules() -> list[dl.ScheduleRule]:
     return [
-        AlreadyScheduled(), DecodeGEMV(), MatmulNoTensorCore(), dl.gpu.GEMV(), dl.gpu.LowBatchGEMV(), dl.gpu.Reduction(),
-        dl.gpu.GeneralReduction(), dl.gpu.RMSNorm(), dl.gpu.Transpose(), dl.gpu.Fallback(), SerialKernel(),
+        AlreadyScheduled(), DecodeGEMV(), MatmulNoTensorCore(), dl.gpu.GEMV(), dl.gpu.LowBatchGEMV(),
+        dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.RMSNorm(), dl.gpu.Transpose(), dl.gpu.Fallback(), SerialKernel(),
     ]
 
 
