@@ -53,7 +53,7 @@ def recipe_options(recipe: str) -> dict:
     return {"quant": fmt, "quant_method": "rtn" if method == "smoothquant" else method, "calibration": "builtin"}
 
 
-def smollm2(recipes, args) -> dict:
+def smollm2(recipes, args, reference=None) -> dict:
     from llmc.runtime.perplexity import evaluate
 
     out = {}
@@ -67,7 +67,7 @@ def smollm2(recipes, args) -> dict:
     return out
 
 
-def minilm(recipes, args) -> dict:
+def minilm(recipes, args, reference=None) -> dict:
     from transformers import AutoTokenizer
 
     import llmc
@@ -80,7 +80,8 @@ def minilm(recipes, args) -> dict:
         return {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
 
     feeds, calib = batch(SENTENCES), batch(CALIBRATION_SENTENCES)
-    out, reference = {}, None
+    out = {}
+    reference = None if reference is None else np.asarray(reference["embeddings"])
     with tempfile.TemporaryDirectory(prefix="llmc-qq-") as tmp:
         np.savez(f"{tmp}/calib.npz", **calib)
         for recipe in recipes:
@@ -96,6 +97,8 @@ def minilm(recipes, args) -> dict:
             emb /= np.linalg.norm(emb, axis=1, keepdims=True)
             reference = emb if reference is None else reference
             out[recipe] = {"mean_cosine": float((emb * reference).sum(1).mean())}
+            if recipe == "float:-":
+                out[recipe]["embeddings"] = emb.tolist()  # the reference of the later recipes
             print(f"minilm {recipe}: cosine {out[recipe]['mean_cosine']:.5f}", file=sys.stderr, flush=True)
     return out
 
@@ -115,12 +118,13 @@ def main() -> None:
                "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
                "versions": {k: version(k) for k in ("llmc", "apache-tvm", "numpy")}, "target": args.target}
     models = args.models.split(",")
-    if "smollm2" in models:
-        results["smollm2_perplexity"] = smollm2(recipes, args)
-    if "minilm" in models:
-        results["minilm_cosine"] = minilm(recipes, args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    for model, run in (("smollm2", smollm2), ("minilm", minilm)):
+        if model in models:
+            results[model] = {}
+            for recipe in recipes:  # written after every recipe: a long run cut short keeps what it measured
+                results[model].update(run([recipe], args, reference=results[model].get("float:-")))
+                args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
 
 

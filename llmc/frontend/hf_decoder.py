@@ -2,14 +2,16 @@
 
 ``llmc.frontend.decoder`` builds their generation graph from the config and the weights by
 name (``model.layers.3.self_attn.q_proj.weight``); node origins are the module paths. Weights
-of a folder stay memory-mapped in its safetensors files; an object's stay in its tensors.
+of a folder stay memory-mapped in its safetensors files; an object's stay in its tensors. The step
+graph computes in float32: float16 and bfloat16 weights are widened one tensor at a time when read.
 """
 
 from __future__ import annotations
 
 from llmc.errors import ModelLoadError
 from llmc.frontend.decoder import DecoderConfig, Source
-from llmc.ir.tensor import TorchWeight, Weight
+from llmc.ir.dtypes import DType
+from llmc.ir.tensor import CastWeight, TorchWeight, Weight
 
 FAMILIES = ("llama", "mistral", "qwen2")
 
@@ -62,9 +64,14 @@ def hf_weights(tensors: dict[str, Weight], tied: bool):
         else:
             name = f"{_TOP[role]}.weight"
         weight = tensors.get(name)
-        return None if weight is None else Source(weight, name)
+        return None if weight is None else Source(_float32(weight), name)
 
     return lookup
+
+
+def _float32(weight: Weight) -> Weight:
+    """A 16-bit float weight read as float32 (converted when read, so nothing is widened ahead)."""
+    return CastWeight(weight, DType.f32) if weight.dtype in (DType.f16, DType.bf16) else weight
 
 
 def object_weights(model) -> dict[str, Weight]:

@@ -7,6 +7,7 @@ when something needs it. Storage kinds:
 - ``FileWeight``: a region of a file, memory-mapped on access (safetensors, ONNX external data).
 - ``TorchWeight``: a torch tensor owned by the source model, converted on access.
 - ``MetaWeight``: shape and dtype only (models built on the ``meta`` device, weightless folders).
+- ``CastWeight``: another weight read as another dtype, converted on each access.
 
 So a 7B model's graph can be captured, inspected and written without holding every weight.
 """
@@ -122,6 +123,21 @@ class MetaWeight(Weight):
             f"weight of type {self.type} has no data (the model was captured without weights)",
             hint="load the model with its weights (safetensors files in the folder) to compile or run it",
         )
+
+
+class CastWeight(Weight):
+    """Another weight read as ``dtype``: converted one tensor at a time on each access, nothing kept."""
+
+    def __init__(self, weight: Weight, dtype: DType):
+        self.weight = weight
+        self.type = TensorType(dtype, weight.type.shape)
+
+    @property
+    def materialized(self) -> bool:
+        return self.weight.materialized
+
+    def numpy(self) -> np.ndarray:
+        return np.asarray(self.weight.numpy()).astype(self.type.dtype.np)
 
 
 # -- safetensors: streamed writing and memory-mapped reading ---------------------------------

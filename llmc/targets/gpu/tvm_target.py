@@ -23,8 +23,7 @@ import numpy as np
 from llmc.codegen.target import Payload, Target
 from llmc.ir.dtypes import DType
 from llmc.ir.graph import Graph
-from llmc.ir.tensor import Weight, write_safetensors
-from llmc.ir.types import TensorType
+from llmc.ir.tensor import CastWeight, write_safetensors
 from llmc.targets.gpu.runtime import LIBRARY, SPEC, Session, StepRunner
 
 WEIGHTS = "weights.safetensors"
@@ -130,17 +129,6 @@ def entries(graph: Graph) -> dict[str, dict[str, int]]:
     return {"prefill": {}, "decode": {"seq": 1}} if is_step_graph(graph) else {"main": {}}
 
 
-class _CastWeight(Weight):
-    """A weight read as another dtype (cast one tensor at a time while writing)."""
-
-    def __init__(self, weight: Weight, dtype: DType):
-        self.weight = weight
-        self.type = TensorType(dtype, weight.type.shape)
-
-    def numpy(self) -> np.ndarray:
-        return np.asarray(self.weight.numpy()).astype(self.type.dtype.np)
-
-
 def _write_params(graph: Graph, lowered, options, out: Path) -> str:
     """The file the runtime reads weights from; writes ``params.safetensors`` if dtypes changed."""
     from llmc.codegen.tvm.lower import body_constants
@@ -149,7 +137,7 @@ def _write_params(graph: Graph, lowered, options, out: Path) -> str:
     keys = [t.name for t in lowered.params]
     if all(options.dtype(consts[k].type.dtype) == consts[k].type.dtype for k in keys):
         return WEIGHTS
-    write_safetensors(out / CAST_PARAMS, {k: _CastWeight(consts[k].const, options.dtype(consts[k].type.dtype))
+    write_safetensors(out / CAST_PARAMS, {k: CastWeight(consts[k].const, options.dtype(consts[k].type.dtype))
                                           for k in keys})
     return CAST_PARAMS
 

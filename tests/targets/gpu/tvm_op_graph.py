@@ -53,6 +53,7 @@ def all_ops_graph() -> tuple[Graph, list[str]]:
     _transformer(g, s, ids, q, k, v, cs, out)
     _kv_cache(g, q, k, cache, kv, out)
     _quant(g, a, out)
+    _packed(g, s, out)
     _shape(g, a, s, ia, out)
     _fused(g, s, out)
     g.outputs = list(out.values())
@@ -161,6 +162,21 @@ def _quant(g, a, out):
     out["quantize_i4"] = q4
     out["dequantize_i4"] = g.call("dequantize", q4, block, zero)
     out["quantize_scalar"] = g.call("quantize", a, g.add_const("q_s", np.float32(0.03)), dtype=DType.u8)
+
+
+def _packed(g, s, out):
+    """Packed low-bit weights: dequantized alone, read by a linear (decode- or prefill-shaped), int8 products."""
+    from llmc.ir import packing
+
+    w4 = packing.quantize(_w(24, 16), packing.Grid(4, 8, sym=False))
+    tensors = [g.add_const("p4_q", w4.words), g.add_const("p4_s", w4.scale), g.add_const("p4_m", w4.minimum)]
+    dq = g.call("dequantize_packed", *tensors, bits=4, group=8, k=16)
+    out["dequantize_packed"] = g.call("add", dq, g.add_const("p4_zero", np.zeros((24, 16), np.float32)))
+    tensors3 = [g.add_const("p3_q", (w3 := packing.quantize(_w(24, 16), packing.Grid(3, 12, sym=True))).words),
+                g.add_const("p3_s", w3.scale)]
+    out["linear_packed_w3"] = g.call("linear", s, g.call("dequantize_packed", *tensors3, bits=3, group=12, k=16))
+    w8 = packing.quantize(_w(24, 16), packing.Grid(8, 0, sym=True))
+    out["linear_w8a8"] = g.call("linear_w8a8", s, g.add_const("p8_q", w8.words), g.add_const("p8_s", w8.scale), k=16)
 
 
 def _shape(g, a, s, ia, out):
