@@ -53,7 +53,7 @@ def _quantized_linear(ctx, x, x_type, q, n: int, bias):
     if ctx.options.pack_weights and x_type.rank >= 2:
         p = ctx.options.pack_weights
         panels = [ctx.emit(R.layout_transform(t, _panels_of_nk(p), pad_value=0)) for t in q.tensors]
-        if one_row_per_batch(ctx, x_type):
+        if one_row_per_batch(ctx, x_type) and q.grid.groups(q.k) > 1:
             return quantized_gemv(ctx, x, x_type, q, n, panels, p, bias)
 
         def weight_at(tensors, jo, k, ji, dtype):

@@ -138,7 +138,7 @@ class QuantGemv(dl.ScheduleRule):
             sch.add_unit_loop(sch.get_loops(y)[0])
         *outer, ji, g = sch.get_loops(y)  # (batch..., panel), output features, groups
         width = _extent(sch, ji)
-        if not isinstance(width, int):
+        if width != int(sch.get(y).writes[0].source.shape[-1]):  # a unit loop was dropped: roles unclear
             return None
         sch.reorder(*outer, g, ji)
         sch.compute_at(part, g, preserve_unit_loops=True)
