@@ -172,12 +172,13 @@ def breakdown(runner, ids: np.ndarray, steps: int) -> dict:
     return {k: 1e3 * statistics.median(r.get(k, 0.0) for r in rows) for k in rows[0]}
 
 
-def decode_part(timeout: int) -> dict:
+def decode_part(timeout: int, names: list[str]) -> dict:
     import llmc
 
     results = {}
+    runs = {**DECODE, "llama.cpp Q4_1": "llama.cpp"}
     with tempfile.TemporaryDirectory(prefix="llmc-bq-") as tmp:
-        for name, quant in [*DECODE.items(), ("llama.cpp Q4_1", "llama.cpp")]:
+        for name, quant in ((n, runs[n]) for n in names):
             artifact = None
             if quant != "llama.cpp":
                 start = time.perf_counter()
@@ -202,6 +203,7 @@ def main() -> None:
     p.add_argument("--parts", default="gemv,decode")
     p.add_argument("--out", type=Path, default=RESULT)
     p.add_argument("--timeout", type=int, default=900)
+    p.add_argument("--decode", default=",".join([*DECODE, "llama.cpp Q4_1"]), help="decode runners, comma-separated")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--artifact", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -212,11 +214,12 @@ def main() -> None:
            "device": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
            "versions": {k: version(k) for k in ("llmc", "apache-tvm", "onnxruntime", "numpy")}}
     parts = args.parts.split(",")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     if "gemv" in parts:
         out["gemv_int4"] = gemv_part()
+        args.out.write_text(json.dumps(out, indent=1) + "\n")
     if "decode" in parts:
-        out["smollm2_decode_batch1"] = decode_part(args.timeout)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+        out["smollm2_decode_batch1"] = decode_part(args.timeout, args.decode.split(","))
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
 
