@@ -28,7 +28,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
-from capture_7b import cpu_model  # benchmarks/ is on the path when a script here runs
+from bench_cpu import _timed  # benchmarks/ is on the path when a script here runs
+from capture_7b import cpu_model
 
 RESULT = Path(__file__).parent / "results" / "bench_quant.json"
 SHAPES = {"smollm2": [(576, 576), (1536, 576), (576, 1536), (49152, 576)],
@@ -38,14 +39,7 @@ DECODE = {"llmc float32": None, "llmc w8": "w8", "llmc w4g32": "w4g32", "llmc w4
 
 
 def timed(fn, repeats: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(_timed(fn, 3, repeats))
 
 
 def llmc_gemv(w: np.ndarray, block: int, sym: bool, x: np.ndarray, tmp: str) -> float:
@@ -77,7 +71,6 @@ def llmc_gemv(w: np.ndarray, block: int, sym: bool, x: np.ndarray, tmp: str) -> 
 
 
 def ort_gemv(w: np.ndarray, block: int, x: np.ndarray) -> float:
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
@@ -104,7 +97,6 @@ def ort_gemv(w: np.ndarray, block: int, x: np.ndarray) -> float:
     got = sess.run(None, feeds)[0]
     deq = ((codes.astype(np.float32) - 8) * scale[..., None]).reshape(n, -1)[:, :k]
     assert np.abs(got - x @ deq.T).max() <= 1e-3 * np.abs(x @ deq.T).max(), "MatMulNBits does not match"
-    del onnx
     return timed(lambda: sess.run(None, feeds), 200)
 
 

@@ -53,21 +53,20 @@ def recipe_options(recipe: str) -> dict:
     return {"quant": fmt, "quant_method": "rtn" if method == "smoothquant" else method, "calibration": "builtin"}
 
 
-def smollm2(recipes, args, reference=None) -> dict:
+def smollm2(recipes, args, out: dict, save) -> None:
     from llmc.runtime.perplexity import evaluate
 
-    out = {}
     for recipe in recipes:
         start = time.perf_counter()
         print(f"smollm2 {recipe}", file=sys.stderr, flush=True)
         result = evaluate("smollm2-135m", target=args.target, window=args.window, stride=args.stride,
                           max_tokens=args.max_tokens, **recipe_options(recipe))
         out[recipe] = {"perplexity": result.ppl, "tokens": result.tokens, "seconds": time.perf_counter() - start}
+        save()
         print(f"  perplexity {result.ppl:.4f}", file=sys.stderr, flush=True)
-    return out
 
 
-def minilm(recipes, args, reference=None) -> dict:
+def minilm(recipes, args, out: dict, save) -> None:
     from transformers import AutoTokenizer
 
     import llmc
@@ -80,8 +79,7 @@ def minilm(recipes, args, reference=None) -> dict:
         return {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
 
     feeds, calib = batch(SENTENCES), batch(CALIBRATION_SENTENCES)
-    out = {}
-    reference = None if reference is None else np.asarray(reference["embeddings"])
+    reference = None
     with tempfile.TemporaryDirectory(prefix="llmc-qq-") as tmp:
         np.savez(f"{tmp}/calib.npz", **calib)
         for recipe in recipes:
@@ -97,10 +95,8 @@ def minilm(recipes, args, reference=None) -> dict:
             emb /= np.linalg.norm(emb, axis=1, keepdims=True)
             reference = emb if reference is None else reference
             out[recipe] = {"mean_cosine": float((emb * reference).sum(1).mean())}
-            if recipe == "float:-":
-                out[recipe]["embeddings"] = emb.tolist()  # the reference of the later recipes
+            save()
             print(f"minilm {recipe}: cosine {out[recipe]['mean_cosine']:.5f}", file=sys.stderr, flush=True)
-    return out
 
 
 def main() -> None:
@@ -119,12 +115,14 @@ def main() -> None:
                "versions": {k: version(k) for k in ("llmc", "apache-tvm", "numpy")}, "target": args.target}
     models = args.models.split(",")
     args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every recipe: a long run cut short keeps what it measured
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+
     for model, run in (("smollm2", smollm2), ("minilm", minilm)):
         if model in models:
             results[model] = {}
-            for recipe in recipes:  # written after every recipe: a long run cut short keeps what it measured
-                results[model].update(run([recipe], args, reference=results[model].get("float:-")))
-                args.out.write_text(json.dumps(results, indent=1) + "\n")
+            run(recipes, args, results[model], save)
     print(f"wrote {args.out}", file=sys.stderr)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from llmc.ir import packing
 from llmc.ir.meta import QuantSpec
 
 # Which input of each op is its weight.
@@ -11,29 +12,13 @@ WEIGHT_INPUT = {"linear": 1, "matmul": 1, "conv2d": 1, "embedding": 0}
 
 
 def quantize_dequantize(w: np.ndarray, spec: QuantSpec) -> np.ndarray:
-    """Round ``w`` to ``spec`` and back: symmetric or asymmetric, per-channel or grouped."""
+    """Round ``w`` to ``spec`` and back, on the grid the packed weights use (``llmc.ir.packing``)."""
     if spec.bits >= 16:
         return w.astype(np.float16).astype(w.dtype)
-    x = w.astype(np.float32)
-    axis = spec.axis % x.ndim
-    moved = np.moveaxis(x, axis, -1)
-    n = moved.shape[-1]
-    group = spec.group or n
-    if n % group:
-        raise ValueError(f"axis of size {n} is not a multiple of group {group}")
-    blocks = moved.reshape(*moved.shape[:-1], n // group, group)
-    if spec.sym:
-        qmax = 2 ** (spec.bits - 1) - 1
-        scale = np.abs(blocks).max(axis=-1, keepdims=True) / qmax
-        scale = np.where(scale == 0, 1, scale)
-        deq = np.clip(np.round(blocks / scale), -qmax - 1, qmax) * scale
-    else:
-        qmax = 2**spec.bits - 1
-        lo, hi = blocks.min(axis=-1, keepdims=True), blocks.max(axis=-1, keepdims=True)
-        scale = np.where(hi > lo, (hi - lo) / qmax, 1)
-        zero = np.round(-lo / scale)
-        deq = (np.clip(np.round(blocks / scale) + zero, 0, qmax) - zero) * scale
-    return np.moveaxis(deq.reshape(moved.shape), -1, axis).astype(w.dtype)
+    moved = np.moveaxis(w.astype(np.float32), spec.axis % w.ndim, -1)
+    rows = moved.reshape(-1, moved.shape[-1])
+    deq = packing.quantize(rows, packing.Grid(spec.bits, spec.group, spec.sym)).dequantize()
+    return np.moveaxis(deq.reshape(moved.shape), -1, spec.axis % w.ndim).astype(w.dtype)
 
 
 def apply_weight_quant(node, args: list[np.ndarray]) -> list[np.ndarray]:
