@@ -67,6 +67,8 @@ class LowerContext:
         self.tags: dict[int, str] = {}            # id(node) -> binding-name prefix
         self.fused: dict[int, tuple] = {}         # id(fused node) -> (Relax function, weight keys)
         self.lookup: Callable[[object], relax.Expr] | None = None  # IR value -> Relax value (set while emitting)
+        self.body_weights = None  # inside a fused body: its weights, whose layouts the caller computes
+        self._layouts: list[tuple[relax.Expr, str, relax.Var]] = []
         self._tag = "v"
         self._count = 0
 
@@ -77,9 +79,9 @@ class LowerContext:
         self._tag = tag
         self._count = 0
 
-    def derive(self, **option_changes) -> LowerContext:
-        """A context on the same builder and tables, with some lowering options changed."""
-        other = LowerContext(self.bb, dataclasses.replace(self.options, **option_changes), self.symbols)
+    def derive(self, bb: relax.BlockBuilder | None = None, **option_changes) -> LowerContext:
+        """A context on the same tables (and builder, unless ``bb``), with some lowering options changed."""
+        other = LowerContext(bb or self.bb, dataclasses.replace(self.options, **option_changes), self.symbols)
         other.consts, other.tags, other.fused = dict(self.consts), self.tags, self.fused
         return other
 
@@ -95,6 +97,34 @@ class LowerContext:
     def emit(self, expr: relax.Expr) -> relax.Var:
         """Bind ``expr`` under the current node's name."""
         return self.bb.emit(expr, name_hint=self._name())
+
+    def weight_layout(self, expr: relax.Expr, index_map: Callable, *, layout: str, pad_value=0) -> relax.Expr:
+        """``expr`` re-laid out by ``index_map`` (``layout`` names the map; one computation per value
+        and layout). In a function's own weights TVM lifts it into the load-time transform; in a fused
+        body the caller computes the layout of a body weight and passes it in (see ``lower``), so
+        the kernel reads the re-laid-out weight as it would outside a fused node."""
+        if self.body_weights is not None:
+            hoisted = self.body_weights.prepared(expr, layout, index_map, pad_value)
+            if hoisted is not None:
+                return hoisted
+        for seen, name, var in self._layouts:
+            if seen.same_as(expr) and name == layout:
+                return var
+        var = self.emit(relax.op.layout_transform(expr, index_map, pad_value=pad_value))
+        self._layouts.append((expr, layout, var))
+        if self.body_weights is not None:
+            self.body_weights.emitted(expr, layout, var)
+        return var
+
+    def panels(self, weight: relax.Expr, *, transposed: bool = False) -> relax.Expr:
+        """A weight as panels of ``pack_weights`` output features, zero-padded: [N, X] (words, scales
+        and minimums too) -> [N/P, X, P]; [K, N] with ``transposed`` -> [N/P, K, P]; a bias [N] -> [N/P, P]."""
+        p = self.options.pack_weights
+        if weight.ty.ndim == 1:
+            return self.weight_layout(weight, lambda j: (j // p, j % p), layout=f"panels:{p}")
+        if transposed:
+            return self.weight_layout(weight, lambda k, n: (n // p, k, n % p), layout=f"panels_kn:{p}")
+        return self.weight_layout(weight, lambda n, k: (n // p, k, n % p), layout=f"panels:{p}")
 
     def emit_te(self, fn: Callable, *args, name: str, **kwargs) -> relax.Var:
         """Emit a TE compute as a TIR kernel called from the Relax function."""

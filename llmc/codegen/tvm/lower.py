@@ -126,8 +126,12 @@ def emit_nodes(ctx: LowerContext, graph: Graph, env: dict[int, relax.Expr], *, p
 def _build_fused_bodies(ctx: LowerContext, graph: Graph, prefix: str, tag: str | None = None, entry: str = "") -> None:
     """Add one ``Primitive`` Relax function per fused node (innermost first), before ``main``.
 
-    Each takes the body's inputs, then the body's weights; ``ctx.fused`` maps the node to the
-    function and those weight keys, for the ``fused`` lowering to call.
+    Each takes the body's inputs, then the body's weights: as stored, or re-laid out where the
+    body's lowering asks for a weight layout (``LowerContext.weight_layout``). Those layouts are
+    computed by the caller, in ``main``, where TVM lifts them into the load-time transform like
+    every other weight layout; the body is lowered once to find them (into a scratch builder),
+    then again to build the function. ``ctx.fused`` maps the node to the function and its weight
+    arguments, for the ``fused`` lowering to call.
     """
     for node in graph.nodes:
         if node.op != "fused":
@@ -135,18 +139,84 @@ def _build_fused_bodies(ctx: LowerContext, graph: Graph, prefix: str, tag: str |
         fused_tag = tag or ctx.tags[id(node)]
         body, body_prefix = node.attrs["body"], f"{prefix}{node.name}/"
         _build_fused_bodies(ctx, body, body_prefix, fused_tag, entry)
-        weights = [k for k in body_constants(body, body_prefix) if isinstance(ctx.consts[k], relax.Var)]
-        inner = ctx.derive(pack_weights=0)
-        params = [relax.Var(f"x{i}", ctx.struct(v.type)) for i, v in enumerate(body.inputs)]
-        params += [relax.Var(f"w{i}", ctx.consts[k].ty) for i, k in enumerate(weights)]
-        inner.consts.update(zip(weights, params[len(body.inputs):]))
-        with ctx.bb.function(f"{FUSED_PREFIX}{entry}{fused_tag}", params, attrs={"Primitive": True}, private=True):
-            with ctx.bb.dataflow():
-                env = {id(v): p for v, p in zip(body.inputs, params)}
-                outs = emit_nodes(inner, body, env, prefix=body_prefix, tag=fused_tag)
-                result = ctx.bb.emit_output(outs[0] if len(outs) == 1 else relax.Tuple(outs))
-            gvar = ctx.bb.emit_func_output(result)
-        ctx.fused[id(node)] = (gvar, weights)
+        keys = [k for k in body_constants(body, body_prefix) if isinstance(ctx.consts[k], relax.Var)]
+        probe = BodyWeights(ctx, keys)
+        scratch = ctx.derive(bb=relax.BlockBuilder())
+        gvar = _emit_body(scratch, probe, body, body_prefix, fused_tag, "probe")
+        final = BodyWeights(ctx, keys, probe.layouts, probe.stored_reads(scratch.bb.get()[gvar]))
+        gvar = _emit_body(ctx, final, body, body_prefix, fused_tag, f"{FUSED_PREFIX}{entry}{fused_tag}")
+        ctx.fused[id(node)] = (gvar, final.arguments())
+
+
+def _emit_body(ctx: LowerContext, weights: BodyWeights, body: Graph, prefix: str, tag: str, name: str):
+    """``body`` as a private ``Primitive`` function of ``ctx``'s builder; returns its global var."""
+    inner = ctx.derive()
+    inner.body_weights = weights
+    inner.consts.update(weights.vars)
+    params = [relax.Var(f"x{i}", ctx.struct(v.type)) for i, v in enumerate(body.inputs)]
+    with inner.bb.function(name, [*params, *weights.params()], attrs={"Primitive": True}, private=True):
+        with inner.bb.dataflow():
+            env = {id(v): p for v, p in zip(body.inputs, params)}
+            outs = emit_nodes(inner, body, env, prefix=prefix, tag=tag)
+            result = inner.bb.emit_output(outs[0] if len(outs) == 1 else relax.Tuple(outs))
+        return inner.bb.emit_func_output(result)
+
+
+class BodyWeights:
+    """The weights of a fused body (by weights-file key), passed to its function as stored or re-laid out.
+
+    Probe (``layouts`` None): every weight is a parameter as stored, and each layout the
+    lowering asks for is computed in the body and recorded: (key, layout) -> (index map, pad
+    value, type). Final: parameters for the weights the probe read as stored (``stored``), then
+    one per recorded layout, which ``weight_layout`` returns instead of computing the layout.
+    """
+
+    def __init__(self, ctx: LowerContext, keys: list[str], layouts: dict | None = None,
+                 stored: list[str] | None = None):
+        self.vars = {k: relax.Var(f"w{i}", ctx.consts[k].ty) for i, k in enumerate(keys)}
+        self.probing = layouts is None
+        self.layouts: dict[tuple[str, str], tuple] = {} if layouts is None else dict(layouts)
+        self.stored = list(keys) if stored is None else stored
+        self.laid_out = {key: relax.Var(f"l{i}", spec[2]) for i, (key, spec) in enumerate(self.layouts.items())}
+        self._pending: tuple = ()
+        self._layout_vars: list[relax.Var] = []
+
+    def _key(self, expr) -> str | None:
+        return next((k for k, var in self.vars.items() if var.same_as(expr)), None)
+
+    def params(self) -> list[relax.Var]:
+        return [*(self.vars[k] for k in self.stored), *self.laid_out.values()]
+
+    def prepared(self, expr, layout: str, index_map, pad_value):
+        """The parameter holding weight ``expr`` in ``layout``; None to compute it here (probe, or not a weight)."""
+        key = self._key(expr)
+        if key is None:
+            return None
+        if self.probing:
+            self._pending = (index_map, pad_value)
+            return None
+        return self.laid_out[(key, layout)]
+
+    def emitted(self, expr, layout: str, var: relax.Var) -> None:
+        """Record (probe) that weight ``expr`` was re-laid out into ``var``."""
+        key = self._key(expr)
+        if key is not None and self.probing:
+            self.layouts[(key, layout)] = (*self._pending, var.ty)
+            self._layout_vars.append(var)
+
+    def stored_reads(self, function: relax.Function) -> list[str]:
+        """Keys of the weights the probed ``function`` reads other than through a recorded layout."""
+        used: list = []
+        for block in function.body.blocks:
+            for binding in block.bindings:
+                if not any(binding.var.same_as(v) for v in self._layout_vars):
+                    used.extend(relax.analysis.free_vars(binding.value))
+        return [k for k, var in self.vars.items() if any(var.same_as(u) for u in used)]
+
+    def arguments(self) -> list[tuple]:
+        """What the caller passes after the body's inputs: ("stored", key) or ("layout", key, layout, map, pad)."""
+        return [*(("stored", k) for k in self.stored),
+                *(("layout", key, layout, spec[0], spec[1]) for (key, layout), spec in self.layouts.items())]
 
 
 def body_constants(graph: Graph, prefix: str) -> dict[str, Value]:

@@ -24,7 +24,7 @@ WEIGHT_STAGE = "dequantize_panel"  # the stage a schedule computes once per redu
 def matmul(ctx, node, args):
     a, b = node.inputs
     if _packable(ctx, a.type, b):
-        packed = ctx.emit(R.layout_transform(args[1], _panels_of_kn(ctx.options.pack_weights), pad_value=0))
+        packed = ctx.panels(args[1], transposed=True)
         return _packed_dense(ctx, args[0], a.type, [packed], _float_panel, b.type.shape[1])
     return R.matmul(args[0], args[1])
 
@@ -37,7 +37,7 @@ def linear(ctx, node, args):
     if q is not None:
         return _quantized_linear(ctx, args[0], x.type, q, w.type.shape[0], bias)
     if _packable(ctx, x.type, w):
-        packed = ctx.emit(R.layout_transform(args[1], _panels_of_nk(ctx.options.pack_weights), pad_value=0))
+        packed = ctx.panels(args[1])
         return _packed_dense(ctx, args[0], x.type, [packed], _float_panel, w.type.shape[0], bias)
     y = nt_matmul(ctx, args[0], args[1])
     return y if bias is None else R.add(y, bias)
@@ -52,7 +52,7 @@ def _quantized_linear(ctx, x, x_type, q, n: int, bias):
     """
     if ctx.options.pack_weights and x_type.rank >= 2:
         p = ctx.options.pack_weights
-        panels = [ctx.emit(R.layout_transform(t, _panels_of_nk(p), pad_value=0)) for t in q.tensors]
+        panels = [ctx.panels(t) for t in q.tensors]
         if one_row_per_batch(ctx, x_type) and q.grid.groups(q.k) > 1:
             return quantized_gemv(ctx, x, x_type, q, n, panels, p, bias)
 
@@ -94,12 +94,6 @@ def _packable(ctx, x_type, weight) -> bool:
     return bool(ctx.options.pack_weights) and weight.is_const and weight.type.rank == 2 and x_type.rank >= 2
 
 
-def _panels_of_nk(p: int):
-    return lambda n, k: (n // p, k, n % p)
-
-
-def _panels_of_kn(p: int):
-    return lambda k, n: (n // p, k, n % p)
 
 
 def _float_panel(tensors, jo, k, ji, _dtype):
@@ -131,7 +125,7 @@ def _packed_dense(ctx, x, x_type, weights, weight_at, n: int, bias=None, stage: 
             return y
         return te.compute(shape, lambda *i: y[i] + bp[0][i[-2], i[-1]], name="bias_add")
 
-    extra = [] if bias is None else [ctx.emit(R.layout_transform(bias, lambda j: (j // p, j % p), pad_value=0))]
+    extra = [] if bias is None else [ctx.panels(bias)]
     y3 = ctx.emit_te(compute, x, *weights, *extra, name="dense_packed")
     y = R.reshape(y3, [*ctx.shape(x_type.shape[:-1]), panels * p])
     if panels * p == n:

@@ -163,8 +163,7 @@ def linear_w8a8(ctx, node, args):
     xq = ctx.emit_te(quantize_rows, args[0], sx, name="act_quantize")
     words, scale = args[1], args[2]
     if p:
-        words, scale = (ctx.emit(relax.op.layout_transform(t, lambda a, b: (a // p, b, a % p), pad_value=0))
-                        for t in (words, scale))
+        words, scale = ctx.panels(words), ctx.panels(scale)
 
     def product(xq, sx, words, scale):
         k = te.reduce_axis((0, k_len), name="k")
@@ -251,7 +250,7 @@ def quantized_gemv(ctx, x, x_type, q: PackedOperands, n: int, panels: list, p: i
             return y
         return te.compute(y.shape, lambda *i: y[i] + bp[i[-2], i[-1]], name="bias_add")
 
-    extra = [] if bias is None else [ctx.emit(relax.op.layout_transform(bias, lambda j: (j // p, j % p), pad_value=0))]
+    extra = [] if bias is None else [ctx.panels(bias)]
     y3 = ctx.emit_te(product, x, *panels, *extra, name="dense_packed")
     count = -(-n // p)
     y = ctx.emit(relax.op.reshape(y3, [*ctx.shape(x_type.shape[:-1]), count * p]))

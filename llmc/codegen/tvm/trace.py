@@ -15,7 +15,8 @@ import re
 
 from tvm import ir, relax
 
-_TAG = re.compile(r"^(n\d+)(?:_\d+)?$")
+WEIGHT_SUFFIX = "_w"  # bindings of a fused node's weight layouts, computed in its caller: n12_w, n12_w_1
+_TAG = re.compile(rf"^(n\d+)(?:{WEIGHT_SUFFIX})?(?:_\d+)?$")
 _CALLS = ("relax.call_tir", "relax.call_tir_inplace")  # a kernel launch (in place: KV-cache writes)
 
 
