@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("model", metavar="MODEL|ARTIFACT")
     i.add_argument("--ir", action="store_true", help="print the IR instead of tables")
     i.add_argument("--json", action="store_true", help="print the facts (or the manifest) as JSON")
+    i.add_argument("--device", metavar="NAME",
+                   help="predict time per layer on a device (h100, h200, a100, rtx4090, l4, sd8gen3, u280, u250, "
+                        "zcu102, cpu = this machine, measured); generation models: --size seq=N (prefill) ctx=C (decode)")
     _shape_flags(i, dynamic=True)
     i.set_defaults(func=inspect_cmd)
 

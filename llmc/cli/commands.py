@@ -52,37 +52,88 @@ def _stats(stats: dict) -> str:
 def inspect_cmd(a) -> int:
     from llmc.codegen.artifact import MANIFEST
 
+    device = _device(a.device)
     path = Path(a.model)
     if path.is_dir() and (path / MANIFEST).is_file():
-        return _inspect_artifact(path, a)
+        return _inspect_artifact(path, a, device)
     from llmc.codegen.report import graph_facts, model_tables
-    from llmc.frontend.load import load_model
 
     with show.status(f"capturing {a.model}"):
-        graph = load_model(a.model, input_shapes=shapes_dict(a.input_shape), dynamic=dynamic_dict(a.dynamic))
+        graph = _captured(a, device)
         facts = graph_facts(graph, dict(a.size or []))
+        cost = _cost(graph, device, a)
     if a.ir:
         show.line(str(graph))
     elif a.json:
-        show.as_json(facts)
+        show.as_json({**facts, **({"cost": cost} if cost else {})})
     else:
-        show.tables(model_tables(facts))
+        show.tables(model_tables(facts) + _cost_tables(cost))
     return 0
 
 
-def _inspect_artifact(path: Path, a) -> int:
+def _inspect_artifact(path: Path, a, device) -> int:
     from llmc import api
     from llmc.codegen.report import artifact_tables
 
     with show.status(f"checking {path}"):
         art = api.load(path)
+        cost = _cost(art.graph, device, a)
     if a.ir:
         show.line(str(art.graph))
     elif a.json:
-        show.as_json(art.manifest)
+        show.as_json({**art.manifest, **({"cost": cost} if cost else {})})
     else:
-        show.tables(artifact_tables(art.manifest))
+        manifest = {k: v for k, v in art.manifest.items() if not (cost and k == "cost")}
+        show.tables(artifact_tables(manifest) + _cost_tables(cost))
     return 0
+
+
+def _device(name: str | None):
+    """The ``--device`` (an unknown name is an error listing the known ones), or None."""
+    if name is None:
+        return None
+    from llmc.codegen import devices
+
+    return devices.get(name)
+
+
+def _captured(a, device):
+    """The model's graph. With ``--device``: as compiling it would optimize it (-O1 of the device's
+    target), and an LLM as its generation step graph, so that decode and prefill can be predicted."""
+    from llmc.frontend.load import load_model
+
+    if device is None:
+        return load_model(a.model, input_shapes=shapes_dict(a.input_shape), dynamic=dynamic_dict(a.dynamic))
+    from llmc.codegen.target import get_target
+    from llmc.frontend.causal import is_generation_model, load_causal_lm
+    from llmc.passes import run_pipeline
+
+    if is_generation_model(a.model) and not (a.input_shape or a.dynamic):
+        graph = load_causal_lm(a.model).graph
+    else:
+        graph = load_model(a.model, input_shapes=shapes_dict(a.input_shape), dynamic=dynamic_dict(a.dynamic))
+    target = {"cpu": "cpu", "gpu": "cuda"}.get(device.kind, "reference")
+    return run_pipeline(graph, get_target(target).pipeline("O1"))[0]
+
+
+def _cost(graph, device, a) -> dict | None:
+    """The cost model's section for ``graph`` on ``device`` at ``--size`` (every kernel listed)."""
+    if device is None:
+        return None
+    from llmc.codegen.cost import cost_section
+    from llmc.codegen.report import symbol_sizes
+
+    sizes = dict(a.size or [])
+    symbol_sizes(graph, sizes, default=1)  # unknown names are an error
+    return cost_section(graph, device, sizes, nodes=a.json)
+
+
+def _cost_tables(cost: dict | None) -> list[Table]:
+    if cost is None:
+        return []
+    from llmc.codegen.cost import cost_tables
+
+    return cost_tables(cost)
 
 
 def targets_cmd(a) -> int:

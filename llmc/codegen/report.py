@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from llmc.errors import InputError
 from llmc.ir import shapes as S
@@ -154,6 +155,10 @@ def artifact_tables(manifest: dict) -> list[Table]:
     tables.append(Table(f"passes ({manifest['opt_level']})", ["pass", "changed", "stats"], passes))
     if "quantization" in manifest:
         tables.append(quantization_table(manifest["quantization"]))
+    if "cost" in manifest:
+        from llmc.codegen.cost import cost_tables
+
+        tables += cost_tables(manifest["cost"])
     if "files" in manifest:
         tables.append(Table("files", ["file", "sha256"], [[f, h[:16]] for f, h in manifest["files"].items()]))
     return tables
@@ -199,7 +204,43 @@ def render_report(manifest: dict) -> str:
     body = {k: v for k, v in manifest.items() if k != "files"}
     text = to_markdown(artifact_tables(body), f"llmc artifact: {manifest['model']['name']}")
     plot = manifest.get("quantization", {}).get("plot")
-    return text + (f"\n![error and bits per quantized weight]({plot})\n" if plot else "")
+    text += f"\n![error and bits per quantized weight]({plot})\n" if plot else ""
+    cost_plot = manifest.get("cost", {}).get("plot")
+    return text + (f"\n![predicted time per layer]({cost_plot})\n" if cost_plot else "")
+
+
+def plot_cost(section: dict, path: Path) -> bool:
+    """Write a PNG of a ``llmc.codegen.cost.cost_section``: predicted time per layer, stacked
+    compute-bound, memory-bound and launch time, one panel per phase (call, or decode and prefill).
+    Returns False (writing nothing) when matplotlib (the ``report`` extra) is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        return False
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    phases = section["phases"]
+    width = max(6, 0.25 * max(len(p["layers"]) for p in phases.values()))
+    fig, axes = plt.subplots(len(phases), 1, figsize=(width, 3.2 * len(phases)), squeeze=False)
+    for ax, (phase, facts) in zip(axes[:, 0], phases.items()):
+        labels = ["-" if r["key"] is None else str(r["key"]) for r in facts["layers"]]
+        bottom = [0.0] * len(labels)
+        for part, color in (("compute_bound_s", "tab:red"), ("memory_bound_s", "tab:blue"), ("launch_s", "tab:gray")):
+            values = [1e3 * r[part] for r in facts["layers"]]
+            ax.bar(range(len(labels)), values, bottom=bottom, color=color, label=part[:-2].replace("_", "-"))
+            bottom = [b + v for b, v in zip(bottom, values)]
+        sizes = ", ".join(f"{k}={v}" for k, v in facts["sizes"].items())
+        ax.set_title(f"{phase} on {section['device']['name']}" + (f" ({sizes})" if sizes else ""), fontsize=9)
+        ax.set_ylabel("predicted ms")
+        ax.set_xticks(range(len(labels)), labels, fontsize=7)
+        ax.legend(fontsize=7)
+    axes[-1, 0].set_xlabel("layer (- = outside the blocks)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 # -- numbers for people ---------------------------------------------------------------------
