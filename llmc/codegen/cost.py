@@ -35,6 +35,7 @@ from llmc.ir.types import TensorType
 MATRIX_KINDS = ("matmul", "conv", "attention")
 DECODE_CONTEXT = 512  # context of the decode step estimated when ``ctx`` is not given
 PREFILL_TOKENS = 128  # prompt length of the prefill estimated when ``seq`` is not given
+PLOT = "cost.png"  # the picture beside an artifact's report.md
 
 
 @dataclass(frozen=True)
@@ -297,6 +298,24 @@ def _seconds(s: float) -> str:
     if s >= 1e-6:
         return f"{s * 1e6:.1f} us"
     return f"{s * 1e9:.0f} ns"
+
+
+def artifact_section(graph: Graph, target: str, options: Mapping, sizes: Mapping[str, int] | None,
+                     folder: Path) -> dict | None:
+    """The manifest's ``cost`` section of an artifact, on the target's device (``devices.for_target``:
+    this machine for cpu, the ``arch``'s GPU for cuda), with ``cost.png`` written into ``folder``
+    (when matplotlib is installed). None for targets llmc has no device spec for."""
+    from llmc.codegen.devices import for_target
+
+    device = for_target(target, dict(options))
+    if device is None:
+        return None
+    section = cost_section(graph, device, sizes)
+    from llmc.codegen.report import plot_cost
+
+    if plot_cost(section, Path(folder) / PLOT):
+        section["plot"] = PLOT
+    return section
 
 
 def report_plot(graph: Graph, device: Device, sizes: Mapping[str, int] | None, path: Path) -> bool:

@@ -182,3 +182,21 @@ def test_inspect_predicts_time_on_a_device(capsys):
 def test_inspect_with_an_unknown_device_fails_with_the_list(capsys):
     code, _, err = cli(capsys, "inspect", "tiny-llama", "--device", "tpu")
     assert code == 1 and "unknown device 'tpu'" in err and "rtx4090" in err
+
+
+def test_an_artifact_section_is_estimated_on_the_targets_device(tmp_path):
+    pytest.importorskip("matplotlib")
+    g, x, s, r = mlp_tail()
+    g.outputs = [g.call("add", g.call("mul", x, s), r)]
+    section = cost.artifact_section(g, "cuda", {"arch": "sm_80"}, None, tmp_path)
+    assert section["device"]["name"] == "a100" and section["plot"] == "cost.png"
+    assert (tmp_path / "cost.png").is_file()
+    assert cost.artifact_section(g, "fpga", {}, None, tmp_path) is None
+    from llmc.codegen.report import render_report
+
+    manifest = {"schema": 1, "llmc": "0", "target": {"name": "cuda", "options": {}}, "opt_level": "O1", "passes": [],
+                "model": {"name": "m", "inputs": [], "outputs": [], "symbols": [], "sizes": {}, "parameters": 0,
+                          "weight_bytes": 0, "nodes": 2, "flops": 0, "ops": {}, "layers": []},
+                "payload": {}, "cost": section}
+    text = render_report(manifest)
+    assert "![predicted time per layer](cost.png)" in text and "call: predicted time per layer" in text
