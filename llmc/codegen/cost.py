@@ -306,13 +306,12 @@ def artifact_section(graph: Graph, target: str, options: Mapping, sizes: Mapping
     this machine for cpu, the ``arch``'s GPU for cuda), with ``cost.png`` written into ``folder``
     (when matplotlib is installed). None for targets llmc has no device spec for."""
     from llmc.codegen.devices import for_target
+    from llmc.codegen.report import plot_cost
 
     device = for_target(target, dict(options))
     if device is None:
         return None
     section = cost_section(graph, device, sizes)
-    from llmc.codegen.report import plot_cost
-
     if plot_cost(section, Path(folder) / PLOT):
         section["plot"] = PLOT
     return section
