@@ -121,7 +121,7 @@ def compile(
     *,
     example_inputs=None,
     output: str | Path | None = None,
-    opt_level: str = "O1",
+    opt_level: str | None = None,
     input_shapes: InputShapes | None = None,
     dynamic: Dynamic | None = None,
     verify: bool = False,
@@ -149,6 +149,7 @@ def compile(
 
     ``output`` is the artifact folder (written atomically; default: a new temporary folder the
     caller owns). ``opt_level`` names the target's pipeline ("O0", "O1", ...; "1" also works).
+    ``opt_level`` None is the target's default (``-O2`` for cpu and cuda: ``-O1`` and fusion).
     ``verify`` checks the graph after every pass. ``sizes`` binds symbolic dims for the
     manifest's flops estimates (default 1). ``progress`` is called with a line per step.
     ``quant`` (a format: ``w4g128``, ``w8``, ``w8a8``, ...; ``llmc.passes.quantize.formats``) and/or
@@ -160,7 +161,8 @@ def compile(
     """
     tgt = get_target(target)
     options = tgt.make_options(**target_options)
-    level = opt_level if str(opt_level).startswith("O") else f"O{opt_level}"
+    level = str(opt_level or tgt.default_level)
+    level = level if level.startswith("O") else f"O{level.lstrip('-')}"
     pipeline = tgt.pipeline(level)
     scratch = Path(tempfile.mkdtemp(prefix="llmc-")) if output is None else None
     out = scratch / "artifact" if scratch is not None else Path(output)
@@ -183,9 +185,13 @@ def compile(
         require_weights(graph)
         step(f"optimizing ({level}: {', '.join(pipeline) or 'no passes'})")
         from llmc.passes import run_pipeline
+        from llmc.passes.pipelines import resolve, split_for_quantization
 
-        graph, records = run_pipeline(graph, pipeline, verify=verify)
-        if quant is not None or recipe is not None:
+        quantizing = quant is not None or recipe is not None
+        early, late = split_for_quantization(resolve(pipeline)) if quantizing else (resolve(pipeline), [])
+        pass_options = tgt.pass_options(options)
+        graph, records = run_pipeline(graph, [str(s) for s in early], verify=verify, options=pass_options)
+        if quantizing:
             from llmc.passes.quantize.apply import quantize_for
 
             graph, sections["quantization"], record = quantize_for(
@@ -193,6 +199,8 @@ def compile(
                 samples=calibration_samples, length=calibration_length,
                 tokenizer=lm.save_tokenizer if "generation" in sections else None, progress=step)
             records.append(record)
+            graph, more = run_pipeline(graph, [str(s) for s in late], verify=verify, options=pass_options)
+            records.extend(more)
         tgt.check(graph, options)
         step(f"lowering for {tgt.name} and writing {out}")
         manifest = write_artifact(graph, out, target=tgt, options=options, opt_level=level, passes=records,

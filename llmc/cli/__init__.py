@@ -33,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("model", help="a .onnx or .pt2 file, a Hugging Face folder, or a built-in example name")
     c.add_argument("-t", "--target", default="reference", help="target to compile for (see `llmc targets`)")
     c.add_argument("-o", "--output", required=True, help="artifact folder to write (replaced atomically)")
-    c.add_argument("-O", dest="opt_level", default="O1", metavar="LEVEL", help="optimization level: -O0, -O1 (default)")
+    c.add_argument("-O", dest="opt_level", default=None, metavar="LEVEL",
+                   help="optimization level: -O0, -O1, -O2 (-O1 and fusion; the default for cpu and cuda)")
     c.add_argument("--verify", action="store_true", help="verify the graph after every pass")
     c.add_argument("--option", type=A.option, action="append", metavar="K=V", help="a target option")
     for flag, meaning in TARGET_OPTION_FLAGS.items():

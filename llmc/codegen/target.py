@@ -34,6 +34,22 @@ class Target:
     description: ClassVar[str]
     Options: ClassVar[type] = type("NoOptions", (), {"__annotations__": {}})
     pipelines: ClassVar[Mapping[str, list[str]]] = {"O0": [], "O1": []}
+    default_level: ClassVar[str] = "O1"
+
+    def kernel_limits(self):
+        """What one kernel of this target may hold (``llmc.passes.fusion.legality.KernelLimits``);
+        None when the target makes no kernels of its own (every fused node is accepted)."""
+        return None
+
+    def device_name(self, options: Any) -> str | None:
+        """The device (``llmc.codegen.devices``) the cost model assumes for this target, or None."""
+        return None
+
+    def pass_options(self, options: Any) -> dict[str, dict[str, Any]]:
+        """Options of passes that depend on the target: fusion's kernel limits and cost-gate device."""
+        limits, device = self.kernel_limits(), self.device_name(options)
+        fuse = {**({"limits": limits} if limits is not None else {}), **({"device": device} if device else {})}
+        return {"fuse": fuse} if fuse else {}
 
     def quant_formats(self) -> tuple[str, ...]:
         """The quantization formats this target runs (``llmc.passes.quantize.formats``)."""
@@ -61,6 +77,7 @@ class Target:
 
     def check(self, graph: Graph, options: Any) -> None:
         """Refuse, before any long step, what this target cannot build (listing every cause)."""
+        self.check_fused(graph)
         supported = self.supported_ops()
         if supported is None:
             return
@@ -70,6 +87,19 @@ class Target:
                 missing.setdefault(node.op, []).append(node.meta.origin or node.name)
         if missing:
             raise UnsupportedOpError(missing, source=f"target {self.name}")
+
+    def check_fused(self, graph: Graph) -> None:
+        """Refuse a ``fused`` node this target cannot compile as one kernel, naming the rule that made it."""
+        limits = self.kernel_limits()
+        if limits is None:
+            return
+        from llmc.passes.fusion.legality import kernel_problem
+
+        for node in graph.nodes:
+            if node.op == "fused" and (problem := kernel_problem(node.attrs["body"], limits)) is not None:
+                raise TargetError(f"fused node {node.name} (rule {node.attrs['body'].name}) cannot be one "
+                                  f"{self.name} kernel: {problem}", where=node.where,
+                                  hint="compile the model unfused (-O1), or fuse it for this target")
 
     def lower(self, graph: Graph, options: Any, out: Path) -> Payload:
         """Write the target's payload for ``graph`` into the (temporary) artifact folder ``out``."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import sympy
 
 from llmc.errors import InputError, LLMCError, ShapeError
 from llmc.ir import shapes as S
@@ -22,7 +23,9 @@ def bind_inputs(graph: Graph, arrays: Sequence[np.ndarray]) -> dict[str, int]:
     if len(arrays) != len(graph.inputs):
         raise InputError(f"the model takes {len(graph.inputs)} inputs ({', '.join(v.name for v in graph.inputs)}), got {len(arrays)}")
     env: dict[str, int] = {}
-    for v, a in zip(graph.inputs, arrays):
+    # inputs whose dims are numbers or plain symbols first, so ``seq + 1`` is checked with ``seq`` known
+    pairs = sorted(zip(graph.inputs, arrays), key=lambda p: not all(isinstance(d, (int, sympy.Symbol)) for d in p[0].type.shape))
+    for v, a in pairs:
         if np.dtype(a.dtype) != v.type.dtype.np:
             raise InputError(f"input {v.name} has dtype {a.dtype} but the model expects {v.type.dtype}",
                              hint="convert the array before running")

@@ -6,10 +6,11 @@
     [r.to_json() for r in log]        # what each pass did, for the manifest
 
 Importing this package registers the cleanup passes: ``dce``, ``constant_fold``, ``cse`` and
-``canonicalize`` (rules in ``llmc.passes.canonicalize``, engine in ``llmc.passes.rewrite``).
+``canonicalize`` (rules in ``llmc.passes.canonicalize``, engine in ``llmc.passes.rewrite``), and
+``fuse`` (``llmc.passes.fusion``; ``-O2``).
 """
 
-from llmc.passes import canonicalize, constant_fold, cse, dce  # noqa: F401  (register the passes)
+from llmc.passes import canonicalize, constant_fold, cse, dce, fusion  # noqa: F401  (register the passes)
 from llmc.passes.base import Pass, PassResult, get_pass, pass_names, register_pass
 from llmc.passes.manager import PassRecord, run_pipeline
 from llmc.passes.pipelines import PIPELINES, resolve

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,16 +61,17 @@ def _jsonable(value):
     return str(value)
 
 
-def run_pipeline(graph: Graph, pipeline: str | Sequence[str], *,
-                 verify: bool = False) -> tuple[Graph, list[PassRecord]]:
+def run_pipeline(graph: Graph, pipeline: str | Sequence[str], *, verify: bool = False,
+                 options: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[Graph, list[PassRecord]]:
     """Run ``pipeline`` (a name in ``PIPELINES``, pipeline text, or a list of entries) on ``graph``.
 
+    ``options`` gives a pass its options by pass name (a target's: ``Target.pass_options``).
     Returns the resulting graph and the log. Unknown pass names are reported before anything runs.
     """
     steps = resolve(pipeline)
     for name in pass_names_in(steps):
         get_pass(name)
-    runner = _Runner(verify)
+    runner = _Runner(verify, options or {})
     if verify:
         runner.check(graph, None)
     graph, _ = runner.run_steps(graph, steps, None)
@@ -78,8 +79,9 @@ def run_pipeline(graph: Graph, pipeline: str | Sequence[str], *,
 
 
 class _Runner:
-    def __init__(self, verify: bool):
+    def __init__(self, verify: bool, options: Mapping[str, Mapping[str, Any]]):
         self.verify = verify
+        self.options = options
         self.log: list[PassRecord] = []
 
     def run_steps(self, graph: Graph, steps: Sequence[Step], round_: int | None) -> tuple[Graph, bool]:
@@ -103,7 +105,7 @@ class _Runner:
         return graph, changed
 
     def run_pass(self, graph: Graph, step: PassStep, round_: int | None) -> tuple[Graph, bool]:
-        the_pass = get_pass(step.name)()
+        the_pass = get_pass(step.name)(**self.options.get(step.name, {}))
         nodes_before = len(graph.nodes)
         start = time.perf_counter()
         try:

@@ -7,6 +7,8 @@ comma-separated pipeline (``"canonicalize, dce"``)::
 
     >>> PIPELINES["O1"]
     ['fixpoint(canonicalize, constant_fold, cse, dce)']
+    >>> PIPELINES["O2"]          # -O1, then llmc's fusion (``llmc.passes.fusion``)
+    ['fixpoint(canonicalize, constant_fold, cse, dce)', 'fuse', 'dce']
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ FIXPOINT_MAX_ROUNDS = 8
 PIPELINES: dict[str, list[str]] = {
     "O0": ["dce"],
     "O1": ["fixpoint(canonicalize, constant_fold, cse, dce)"],
+    "O2": ["fixpoint(canonicalize, constant_fold, cse, dce)", "fuse", "dce"],
 }
+# Passes that run after quantization when a compile quantizes (they see the packed weights).
+AFTER_QUANTIZATION = frozenset({"fuse"})
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,15 @@ def resolve(pipeline: str | Sequence[str]) -> list[Step]:
     for entry in entries:
         steps.extend(_Parser(entry).entries())
     return steps
+
+
+def split_for_quantization(steps: Sequence[Step]) -> tuple[list[Step], list[Step]]:
+    """(steps before quantization, steps after): the pipeline is cut at its first top-level
+    pass in ``AFTER_QUANTIZATION`` (fusion sees packed weights, so it follows quantization)."""
+    for i, s in enumerate(steps):
+        if isinstance(s, PassStep) and s.name in AFTER_QUANTIZATION:
+            return list(steps[:i]), list(steps[i:])
+    return list(steps), []
 
 
 def pass_names_in(steps: Sequence[Step]) -> list[str]:

@@ -23,7 +23,7 @@ class ReferenceTarget(Target):
     def pipelines(self) -> dict[str, list[str]]:
         from llmc.passes import PIPELINES
 
-        return {level: PIPELINES[level] for level in ("O0", "O1")}
+        return {level: PIPELINES[level] for level in ("O0", "O1", "O2")}
 
     def lower(self, graph: Graph, options, out: Path) -> Payload:
         return Payload(files=[], manifest={"runtime": "llmc reference interpreter (numpy)"})

@@ -68,6 +68,7 @@ class LowerContext:
         self.fused: dict[int, tuple] = {}         # id(fused node) -> (Relax function, weight keys)
         self.lookup: Callable[[object], relax.Expr] | None = None  # IR value -> Relax value (set while emitting)
         self.body_weights = None  # inside a fused body: its weights, whose layouts the caller computes
+        self.name_prefix = ""     # binding names are unique module-wide: "e1" for a second entry, "b" in bodies
         self._layouts: list[tuple[relax.Expr, str, relax.Var]] = []
         self._tag = "v"
         self._count = 0
@@ -83,6 +84,7 @@ class LowerContext:
         """A context on the same tables (and builder, unless ``bb``), with some lowering options changed."""
         other = LowerContext(bb or self.bb, dataclasses.replace(self.options, **option_changes), self.symbols)
         other.consts, other.tags, other.fused = dict(self.consts), self.tags, self.fused
+        other.name_prefix = self.name_prefix
         return other
 
     @property
@@ -90,7 +92,7 @@ class LowerContext:
         return self._tag
 
     def _name(self) -> str:
-        name = self._tag if self._count == 0 else f"{self._tag}_{self._count}"
+        name = self.name_prefix + (self._tag if self._count == 0 else f"{self._tag}_{self._count}")
         self._count += 1
         return name
 

@@ -54,7 +54,7 @@ class Lowered:
 def check_lowerable(graph: Graph) -> None:
     """Raise ``UnsupportedOpError`` listing every op (with origins) that has no TVM lowering."""
     missing: dict[str, list[str]] = {}
-    for node in _all_nodes(graph):
+    for node in all_nodes(graph):
         if lowering(node.op) is None:
             missing.setdefault(node.op, []).append(node.meta.origin or node.name)
     if missing:
@@ -75,9 +75,10 @@ def lower_graph(graph: Graph, options: LowerOptions, entries: Mapping[str, Mappi
     param_values = [(key, v) for key, v in consts.items() if not _is_scalar(v)]
     tags = {id(node): node_tag(i) for i, node in enumerate(graph.nodes)}
     origins = {tags[id(node)]: node.meta.origin or node.name for node in graph.nodes}
-    for entry, sizes in entries.items():
+    for index, (entry, sizes) in enumerate(entries.items()):
         symbols = {**_symbols(graph), **{k: tirx.IntImm("int64", v) for k, v in sizes.items()}}
         ctx = LowerContext(bb, options, symbols)
+        ctx.name_prefix = f"e{index}" if index else ""
         inputs = [relax.Var(_ident(v.name), ctx.struct(v.type)) for v in graph.inputs]
         params = [relax.Var(_ident(key), ctx.struct(v.type)) for key, v in param_values]
         ctx.consts = {key: var for (key, _), var in zip(param_values, params)}
@@ -152,6 +153,7 @@ def _emit_body(ctx: LowerContext, weights: BodyWeights, body: Graph, prefix: str
     """``body`` as a private ``Primitive`` function of ``ctx``'s builder; returns its global var."""
     inner = ctx.derive()
     inner.body_weights = weights
+    inner.name_prefix = ctx.name_prefix + "b"
     inner.consts.update(weights.vars)
     params = [relax.Var(f"x{i}", ctx.struct(v.type)) for i, v in enumerate(body.inputs)]
     with inner.bb.function(name, [*params, *weights.params()], attrs={"Primitive": True}, private=True):
@@ -238,11 +240,11 @@ def _is_scalar(v: Value) -> bool:
     return v.type.numel == 1
 
 
-def _all_nodes(graph: Graph):
+def all_nodes(graph: Graph):
     for node in graph.nodes:
         yield node
         if node.op == "fused":
-            yield from _all_nodes(node.attrs["body"])
+            yield from all_nodes(node.attrs["body"])
 
 
 def _symbols(graph: Graph) -> dict[str, tirx.Var]:

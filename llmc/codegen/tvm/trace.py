@@ -16,7 +16,9 @@ import re
 from tvm import ir, relax
 
 WEIGHT_SUFFIX = "_w"  # bindings of a fused node's weight layouts, computed in its caller: n12_w, n12_w_1
-_TAG = re.compile(rf"^(n\d+)(?:{WEIGHT_SUFFIX})?(?:_\d+)?$")
+# A binding name: [e<entry>][b]n<node>[_w][_<count>] (``LowerContext._name``: "e1" marks a second
+# entry function, "b" a fused body, so names never collide and TVM never renames them).
+_TAG = re.compile(rf"^(?:e\d+)?b?(n\d+)(?:{WEIGHT_SUFFIX})?(?:_\d+)?$")
 _CALLS = ("relax.call_tir", "relax.call_tir_inplace")  # a kernel launch (in place: KV-cache writes)
 
 

@@ -27,6 +27,11 @@ from llmc.ir.tensor import CastWeight, write_safetensors
 from llmc.targets.gpu.runtime import LIBRARY, SPEC, Session, StepRunner
 
 WEIGHTS = "weights.safetensors"
+# The vertical fusion rules the cpu takes by default. ``glu`` and ``epilogue`` make one kernel
+# whose epilogue the Dense schedule leaves as a loop nest of its own after the tiled product
+# (it reads the product through the panel reshape), which measured slower than TVM's separate
+# vectorized epilogue kernel; they stay available (``llmc.passes.fusion``) and run on cuda.
+CPU_FUSION_RULES = ("residual_norm", "layout", "conv_epilogue")
 CAST_PARAMS = "params.safetensors"
 DTYPES = {"float32": DType.f32, "float16": DType.f16, "bfloat16": DType.bf16}
 
@@ -40,7 +45,32 @@ class TvmTarget(Target):
     def pipelines(self):
         from llmc.passes import PIPELINES
 
-        return {level: list(PIPELINES[level]) for level in ("O0", "O1")}
+        return {level: list(PIPELINES[level]) for level in ("O0", "O1", "O2")}
+
+    default_level = "O2"
+
+    def kernel_limits(self):
+        """Two reducing stages per kernel (a product and the softmax or norm after it, or two
+        products with an epilogue between): TVM builds and schedules such a body as one kernel."""
+        from llmc.passes.fusion.legality import KernelLimits
+
+        return KernelLimits(max_reductions=2)
+
+    def pass_options(self, options: Any) -> dict[str, dict[str, Any]]:
+        """On the cpu, the rules whose kernels measured faster than TVM's own grouping
+        (``CPU_FUSION_RULES``); cuda takes every rule (dlight's matmul rules fuse epilogues)."""
+        out = super().pass_options(options)
+        if self.device == "cpu":
+            out["fuse"]["rules"] = CPU_FUSION_RULES
+        return out
+
+    def device_name(self, options: Any) -> str | None:
+        """cpu: this machine (measured once, cached); cuda: the data-sheet device of ``--arch``."""
+        if self.device == "cpu":
+            return "cpu"
+        from llmc.codegen.devices.table import ARCH_DEVICES
+
+        return ARCH_DEVICES.get(str(getattr(options, "arch", "")))
 
     def supported_ops(self) -> set[str]:
         from llmc.codegen.tvm.registry import lowered_ops
@@ -52,6 +82,7 @@ class TvmTarget(Target):
         from llmc.codegen.tvm.lower import check_lowerable
 
         self.check_options(options)
+        self.check_fused(graph)
         check_lowerable(graph)
 
     def check_options(self, options: Any) -> None:
@@ -80,6 +111,7 @@ class TvmTarget(Target):
         facts = {
             "tvm": _tvm_version(), "device": self.device, "dtype": options.dtype,
             "kernels_per_call": {entry: len(calls) for entry, calls in built.calls.items()},
+            "kernels_per_layer": {entry: kernels_per_layer(graph, calls, built.kernels) for entry, calls in built.calls.items()},
             "load_time_kernels": len(built.load_calls),
             "kernels": built.kernels, "unscheduled_kernels": built.unscheduled,
             "params": {"file": params_file, "count": len(lowered.params)},
@@ -127,6 +159,26 @@ def entries(graph: Graph) -> dict[str, dict[str, int]]:
     from llmc.frontend.decoder import is_step_graph
 
     return {"prefill": {}, "decode": {"seq": 1}} if is_step_graph(graph) else {"main": {}}
+
+
+def kernels_per_layer(graph: Graph, calls: list[str], origins: dict[str, list[str]]) -> dict[str, int]:
+    """Kernels of one call by decoder layer ("-": outside the layers), in call order: a kernel
+    computing nodes of one layer counts for it; one TVM shares between layers (the same group
+    in every layer), or whose nodes carry no layer, counts for the layer of the call before it."""
+    from llmc.codegen.tvm.lower import all_nodes
+
+    layer_of: dict[str, int | None] = {}
+    for node in all_nodes(graph):
+        layer_of.setdefault(node.meta.origin or node.name, node.meta.layer)
+    out: dict[str, int] = {}
+    current = "-"
+    for kernel in calls:
+        layers = {layer_of.get(o) for o in origins.get(kernel, [])}
+        if len(layers) == 1:
+            only = layers.pop()
+            current = "-" if only is None else str(only)
+        out[current] = out.get(current, 0) + 1
+    return out
 
 
 def _write_params(graph: Graph, lowered, options, out: Path) -> str:
