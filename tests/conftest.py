@@ -5,10 +5,15 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
+import tempfile  # noqa: E402
+
 import pytest  # noqa: E402
 
 from llmc.testing import assert_close, rel_error  # noqa: F401, E402  (re-exported for tests)
 
+# Compiles measure this machine once for the cost model and cache it under $LLMC_CACHE: keep
+# that (and `llmc generate`'s compiled artifacts) out of the home folder.
+os.environ.setdefault("LLMC_CACHE", tempfile.mkdtemp(prefix="llmc-test-cache-"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from llmc.codegen.cost import artifact_section
 from llmc.codegen.report import graph_facts, render_report
 from llmc.codegen.target import Target
 from llmc.errors import ArtifactError, TargetError
@@ -118,6 +119,8 @@ def _fill(tmp: Path, graph: Graph, *, target, options, opt_level, passes, sizes,
         "payload": {"files": sorted(payload.files), **payload.manifest},
         **{name: write(tmp) for name, write in sections.items()},
     }
+    if (cost := artifact_section(graph, target.name, manifest["target"]["options"], sizes, tmp)) is not None:
+        manifest["cost"] = cost
     (tmp / REPORT).write_text(render_report(manifest))
     manifest["files"] = hash_files(tmp)
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n")

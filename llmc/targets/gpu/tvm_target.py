@@ -161,24 +161,20 @@ def entries(graph: Graph) -> dict[str, dict[str, int]]:
     return {"prefill": {}, "decode": {"seq": 1}} if is_step_graph(graph) else {"main": {}}
 
 
-def kernels_per_layer(graph: Graph, calls: list[str], origins: dict[str, list[str]]) -> dict[str, int]:
-    """Kernels of one call by decoder layer ("-": outside the layers), in call order: a kernel
-    computing nodes of one layer counts for it; one TVM shares between layers (the same group
-    in every layer), or whose nodes carry no layer, counts for the layer of the call before it."""
+def kernels_per_layer(graph: Graph, calls: list[str], origins: dict[str, list[str]]) -> dict:
+    """Kernels of one call inside and outside the decoder layers: ``outside`` counts the kernels
+    whose IR nodes carry no layer (embeddings, final norm, head), ``per_layer`` the rest divided
+    by the number of layers (TVM shares one kernel between identical layers, so a launch is
+    attributed to the blocks as a whole, not to one layer)."""
     from llmc.codegen.tvm.lower import all_nodes
 
     layer_of: dict[str, int | None] = {}
     for node in all_nodes(graph):
         layer_of.setdefault(node.meta.origin or node.name, node.meta.layer)
-    out: dict[str, int] = {}
-    current = "-"
-    for kernel in calls:
-        layers = {layer_of.get(o) for o in origins.get(kernel, [])}
-        if len(layers) == 1:
-            only = layers.pop()
-            current = "-" if only is None else str(only)
-        out[current] = out.get(current, 0) + 1
-    return out
+    layers = {v for v in layer_of.values() if v is not None}
+    inside = sum(1 for k in calls if any(layer_of.get(o) is not None for o in origins.get(k, [])))
+    return {"layers": len(layers), "outside": len(calls) - inside,
+            "per_layer": round(inside / len(layers), 2) if layers else 0}
 
 
 def _write_params(graph: Graph, lowered, options, out: Path) -> str:
