@@ -360,7 +360,22 @@ class Elementwise(dl.ScheduleRule):
 
 def cpu_schedule() -> tvm.transform.Pass:
     """The CPU rules in order; kernels no rule takes stay as LLVM compiles them, serially."""
-    return dl.ApplyDefaultSchedule(LanePartials(), QuantGemv(), Dense(), Conv(), dl.cpu.Reduction(), RowReduction(), Elementwise())
+    return dl.ApplyDefaultSchedule(LanePartials(), QuantGemv(), Dense(), Conv(), Guarded(dl.cpu.Reduction()), RowReduction(),
+                                   Elementwise())
+
+
+class Guarded(dl.ScheduleRule):
+    """A rule that raises on kernels it does not handle (dlight's CPU ``Reduction`` on a fused
+    residual add + norm that writes two tensors) declines them instead, so the next rule tries."""
+
+    def __init__(self, rule: dl.ScheduleRule):
+        self.rule = rule
+
+    def apply(self, func, target, tunable):
+        try:
+            return self.rule.apply(func, target, tunable)
+        except SCHEDULE_ERRORS:
+            return None
 
 
 def _whole_vectors(extent, vec: int) -> bool:
