@@ -8,6 +8,7 @@ when something needs it. Storage kinds:
 - ``TorchWeight``: a torch tensor owned by the source model, converted on access.
 - ``MetaWeight``: shape and dtype only (models built on the ``meta`` device, weightless folders).
 - ``CastWeight``: another weight read as another dtype, converted on each access.
+- ``TransposedWeight``: another 2-D weight read transposed, copied on each access.
 
 So a 7B model's graph can be captured, inspected and written without holding every weight.
 """
@@ -138,6 +139,22 @@ class CastWeight(Weight):
 
     def numpy(self) -> np.ndarray:
         return np.asarray(self.weight.numpy()).astype(self.type.dtype.np)
+
+
+class TransposedWeight(Weight):
+    """Another 2-D weight read transposed (a ``[K, N]`` matmul operand as a ``[N, K]`` linear
+    weight): a contiguous copy made on each access, nothing kept."""
+
+    def __init__(self, weight: Weight):
+        self.weight = weight
+        self.type = TensorType(weight.type.dtype, tuple(reversed(weight.type.shape)))
+
+    @property
+    def materialized(self) -> bool:
+        return self.weight.materialized
+
+    def numpy(self) -> np.ndarray:
+        return np.ascontiguousarray(np.asarray(self.weight.numpy()).T)
 
 
 # -- safetensors: streamed writing and memory-mapped reading ---------------------------------

@@ -1,7 +1,8 @@
 """Canonicalization: local rewrite rules, grouped by theme, applied until none fires.
 
 Rule sets (each a module here): ``simplify`` (identities, shape-op chains), ``activations``
-(gelu, silu), ``norms`` (layer_norm, rms_norm), ``attention``, ``rope``.
+(gelu, silu), ``norms`` (layer_norm, rms_norm), ``attention``, ``rope``, ``linear`` (products
+with a constant weight matrix).
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from functools import cache
 from llmc.errors import PassError
 from llmc.ir.graph import Graph
 from llmc.passes.base import Pass, PassResult, register_pass
-from llmc.passes.canonicalize import activations, attention, norms, rope, simplify
+from llmc.passes.canonicalize import activations, attention, linear, norms, rope, simplify
 from llmc.passes.rewrite import Rewriter, RuleSet
 
 RULE_SETS: dict[str, RuleSet] = {rs.name: rs for rs in (
-    simplify.RULES, activations.RULES, norms.RULES, attention.RULES, rope.RULES,
+    simplify.RULES, activations.RULES, norms.RULES, attention.RULES, rope.RULES, linear.RULES,
 )}
 
 
