@@ -7,7 +7,9 @@
                      over the whole reduction, output panels in parallel, epilogue fused into
                      the write-back.
     Conv             2-D convolutions: channel x column register tiles, rows in parallel.
-    dlight Reduction softmax, layer norm, rms norm and other reduce-then-map kernels.
+    VectorRows       softmax, layer norm, rms norm and other reduce-then-map kernels over rows:
+                     rows in parallel, each row's reductions summed in vector lanes.
+    dlight Reduction the reduce-then-map kernels VectorRows cannot split into lanes.
     RowReduction     a lone reduction (reduce_sum, pooling, convolution, ...): parallel over
                      the output, reduction loops innermost.
     Elementwise      everything injective: producers inlined, parallel outer loop, vector inner.
@@ -20,6 +22,7 @@ while the ``global`` tile (compacted to MR x NR) is promoted to registers.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import tvm
 import tvm_ffi
@@ -27,28 +30,25 @@ from tvm import s_tir, tirx
 from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.analysis.common_analysis import collect_block_iter_vars_used_in_access_region
-from tvm.target.codegen import llvm_get_vector_width
 
 from llmc.codegen.tvm.ops_linalg import WEIGHT_STAGE
 from llmc.codegen.tvm.ops_quant import GEMV, GEMV_PARTIAL, GEMV_XSUM
+from llmc.targets.gpu.cpu_isa import CpuIsa, cpu_isa
 
 # What TVM's schedule primitives raise when a step does not apply (tvm errors are RuntimeErrors).
 SCHEDULE_ERRORS = (RuntimeError, ValueError, AssertionError)
 
-MR = 4                 # rows of the register tile
-PANEL_VECTORS = 4      # vectors per output panel (NR = PANEL_VECTORS * lanes)
 MIN_PARALLEL_TASKS = 64  # fewer outer iterations than this run on one thread (launch cost > work)...
 BIG_TASK = 1 << 14       # ...unless each does at least this many multiply-accumulates
 
 
 def lanes(target, dtype_bits: int = 32) -> int:
-    width = llvm_get_vector_width(target)
-    return max((width if width > 0 else 128) // dtype_bits, 4)
+    return cpu_isa(target).lanes(dtype_bits)
 
 
 def panel_width(target) -> int:
-    """Output features per weight panel: the register tile's width (64 floats with AVX-512)."""
-    return PANEL_VECTORS * lanes(target)
+    """Output features per weight panel: the register tile's width (see ``cpu_isa``)."""
+    return cpu_isa(target).panel_width()
 
 
 def _extent(sch, loop) -> int | tirx.PrimExpr:
@@ -143,20 +143,21 @@ class QuantGemv(dl.ScheduleRule):
         sch.reorder(*outer, g, ji)
         sch.compute_at(part, g, preserve_unit_loops=True)
         sch.compute_at(sch.get_sblock(GEMV_XSUM), g, preserve_unit_loops=True)
+        vec = lanes(target, _bits(sch.get(y)))
         for consumer in sch.get_consumers(y):
             sch.reverse_compute_at(consumer, outer[-1])
             if _extent(sch, sch.get_loops(consumer)[-1]) == width:
-                sch.vectorize(sch.get_loops(consumer)[-1])
+                _vectorize(sch, sch.get_loops(consumer)[-1], vec)
         _parallel(sch, outer, work_per_task=BIG_TASK)
         ji_p, kk = sch.get_loops(part)[-2:]
         sch.reorder(kk, ji_p)
-        sch.vectorize(ji_p)
+        _vectorize(sch, ji_p, vec)
         sch.decompose_reduction(part, kk)
         per = _codes_per_word(sch.get(part))
         if per and isinstance(_extent(sch, kk), int) and _extent(sch, kk) % per == 0:
-            sch.unroll(sch.split(sch.get_loops(part)[-2], [None, per])[1])  # one word load, `per` constant shifts
-        sch.vectorize(sch.get_loops(y)[-1])
-        sch.decompose_reduction(y, sch.get_loops(y)[-2])
+            sch.unroll(sch.split(kk, [None, per])[1])  # one word load, `per` constant shifts
+        _vectorize(sch, sch.get_loops(y)[-1], vec)
+        sch.decompose_reduction(y, g)
         return sch
 
 
@@ -188,16 +189,18 @@ class Dense(dl.ScheduleRule):
         _inline_all(sch, block, keep=WEIGHT_STAGE)
         if len([b for b in normalize_prim_func(sch) if not b.is_injective()]) != 1 or not _is_mac(sch.get(block)):
             return None
-        vec = lanes(target, _bits(sch.get(block)))
+        isa = cpu_isa(target)
+        vec = isa.lanes(_bits(sch.get(block)))
         loops = sch.get_loops(block)
         spatial = len(loops) - 1
         packed = spatial >= 2 and _weight_indexed_by_panel(sch.get(block))
         n = _extent(sch, loops[spatial - 1])
-        nr = n if packed else _panel(n, vec)
-        if nr is None or (packed and not isinstance(n, int)):
+        nr = n if packed else _panel(n, vec, isa)
+        if nr is None or (packed and not isinstance(n, int)) or nr % vec:
             return None
         row = spatial - (3 if packed else 2)
-        mr = MR if row >= 0 and _extent(sch, loops[row]) != 1 else 1
+        rows = _extent(sch, loops[row]) if row >= 0 else 1
+        mr = isa.tile_rows(rows if isinstance(rows, int) else None, nr // vec) if rows != 1 else 1
         pads = [1] * spatial + [1]
         if mr > 1:
             pads[row] = mr
@@ -208,47 +211,87 @@ class Dense(dl.ScheduleRule):
                 sch.pad_einsum(block, pads)
             except SCHEDULE_ERRORS:
                 return None
-        return _tile(sch, block, row if mr > 1 else None, mr, None if packed else nr, packed)
+        return _tile(sch, block, Tile(row if mr > 1 else None, mr, nr, vec, packed))
 
 
-def _tile(sch, block, row, mr, nr, packed):
-    """Tile ``block``: parallel (batch, panel, row-tile) x reduction x MR rows x vector loop."""
+@dataclass(frozen=True)
+class Tile:
+    """A register tile: ``rows`` x ``width`` outputs (``width`` in vectors of ``lanes``), ``row``
+    the loop of the tile's rows (None: one row), ``packed`` when the weight is in panels."""
+
+    row: int | None
+    rows: int
+    width: int
+    lanes: int
+    packed: bool
+
+
+def _tile(sch, block, tile: Tile):
+    """Tile ``block``: parallel (batch, panel, row-tile) x reduction x rows x vectors x lanes."""
     loops = sch.get_loops(block)
     *spatial, k = loops
     vector = spatial[-1]
-    if packed:
+    if tile.packed:
         panel = spatial[-2]
     else:
-        panel, vector = sch.split(vector, [None, nr])
-    rest = [l for idx, l in enumerate(spatial[: len(spatial) - (2 if packed else 1)]) if idx != row]
-    if row is not None:
-        row_outer, row_inner = sch.split(spatial[row], [None, mr])
+        panel, vector = sch.split(vector, [None, tile.width])
+    rest = [l for idx, l in enumerate(spatial[: len(spatial) - (2 if tile.packed else 1)]) if idx != tile.row]
+    if tile.row is not None:
+        row_outer, row_inner = sch.split(spatial[tile.row], [None, tile.rows])
         sch.reorder(*rest, panel, row_outer, k, row_inner, vector)
         outer = [*rest, panel, row_outer]
     else:
         sch.reorder(*rest, panel, k, vector)
         outer, row_inner = [*rest, panel], None
-    _stage_weights(sch, k)
+    _parallel_padding(sch, block)
+    _stage_weights(sch, k, tile.lanes)
     acc = sch.cache_write(block, 0, "global")
     inner_loops = sch.get_loops(block)[len(outer):]
     work = math.prod(e if isinstance(e := _extent(sch, l), int) else BIG_TASK for l in inner_loops)  # symbolic: large
     _parallel(sch, outer, work)
-    inner = 3 if row_inner is not None else 2  # loops under the tile root: k, [rows], vector
+    inner = 3 if tile.row is not None else 2  # loops under the tile root: k, [rows], vector
     sch.reverse_compute_at(acc, sch.get_loops(block)[-inner - 1])
-    for consumer in sch.get_consumers(acc):
-        try:
-            sch.reverse_compute_inline(consumer)
-        except SCHEDULE_ERRORS:
-            pass
-    sch.vectorize(sch.get_loops(acc)[-1])
-    sch.vectorize(sch.get_loops(block)[-1])
+    _inline_epilogue(sch, acc)
+    _vectorize(sch, sch.get_loops(acc)[-1], tile.lanes)
+    _vectorize(sch, vector, tile.lanes)
     if row_inner is not None:
-        sch.unroll(sch.get_loops(block)[-2])
-    sch.decompose_reduction(block, sch.get_loops(block)[-inner])
+        sch.unroll(row_inner)
+    sch.decompose_reduction(block, k)
     return sch
 
 
-def _stage_weights(sch, k) -> None:
+def _vectorize(sch, loop, vec: int) -> None:
+    """Vectorize ``loop``, as unrolled whole vectors of ``vec`` lanes when it is a multiple of them
+    (LLVM compiles a 24-lane vector on AVX2 into shuffles; three 8-lane ones are plain registers)."""
+    extent = _extent(sch, loop)
+    if isinstance(extent, int) and extent > vec and extent % vec == 0:
+        vectors, loop = sch.split(loop, [None, vec])
+        sch.unroll(vectors)
+    sch.vectorize(loop)
+
+
+def _inline_epilogue(sch, acc) -> None:
+    """Inline the accumulator's consumers (un-padding copy, bias, activation) into its write-back."""
+    changed = True
+    while changed:
+        changed = False
+        for consumer in sch.get_consumers(acc):
+            try:
+                sch.reverse_compute_inline(consumer)
+                changed = True
+            except SCHEDULE_ERRORS:
+                pass
+
+
+def _parallel_padding(sch, block) -> None:
+    """The zero-padded copies ``pad_einsum`` made of the operands, in parallel over their rows."""
+    for producer in sch.get_producers(block):
+        if sch.get(producer).name_hint.endswith("_pad"):
+            loops = sch.get_loops(producer)
+            _parallel(sch, loops[:-1] if len(loops) > 1 else loops)
+
+
+def _stage_weights(sch, k, lanes: int) -> None:
     """Compute the product's weight stage (a quantized panel being dequantized) once per reduction
     step, as one vector every row of the register tile reads, instead of once per row."""
     try:
@@ -256,7 +299,7 @@ def _stage_weights(sch, k) -> None:
     except SCHEDULE_ERRORS:
         return
     sch.compute_at(stage, k, preserve_unit_loops=True)
-    sch.vectorize(sch.get_loops(stage)[-1])
+    _vectorize(sch, sch.get_loops(stage)[-1], lanes)
 
 
 def _weight_indexed_by_panel(block) -> bool:
@@ -272,8 +315,9 @@ def _weight_indexed_by_panel(block) -> bool:
 
 class Conv(dl.ScheduleRule):
     """A 2-D convolution (spatial loops [n,] c, h, w and 3 reduction loops) with elementwise
-    producers (padding) and epilogues: output tiles of a few channels x a vector of columns,
-    accumulated in registers over the whole reduction, (n, channel tile, row) in parallel."""
+    producers (padding) and epilogues: output tiles of channels x vectors of columns, sized like
+    the dense tile (``cpu_isa``), accumulated in registers over the whole reduction, (n, channel
+    tile, row) in parallel."""
 
     def apply(self, func, target, _tunable):
         sch, infos = _open(func, target)
@@ -294,8 +338,12 @@ class Conv(dl.ScheduleRule):
         width, channels = _extent(sch, w), _extent(sch, c)
         if not isinstance(width, int) or not isinstance(channels, int):
             return None
-        co, ci = sch.split(c, [None, _divisor(channels, (4, 2, 1))])
-        wo, wi = sch.split(w, [None, _divisor(width, (16, 14, 8, 7, 4, 2, 1))])
+        isa = cpu_isa(target)
+        vec = isa.lanes(_bits(sch.get(block)))
+        cols = _divisor(width, (*(v * vec for v in range(isa.panel_vectors, 0, -1)), 16, 14, 8, 7, 4, 2, 1))
+        rows = _divisor(channels, range(isa.tile_rows(None, -(-cols // vec)), 0, -1))
+        co, ci = sch.split(c, [None, rows])
+        wo, wi = sch.split(w, [None, cols])
         sch.reorder(*n, co, h, wo, *reduce, ci, wi)
         acc = sch.cache_write(block, 0, "global")
         _parallel(sch, [*n, co, h])
@@ -305,9 +353,9 @@ class Conv(dl.ScheduleRule):
                 sch.reverse_compute_inline(consumer)
             except SCHEDULE_ERRORS:
                 pass
-        sch.vectorize(sch.get_loops(acc)[-1])
-        sch.vectorize(sch.get_loops(block)[-1])
-        sch.unroll(sch.get_loops(block)[-2])
+        _vectorize(sch, sch.get_loops(acc)[-1], vec)
+        _vectorize(sch, wi, vec)
+        sch.unroll(ci)
         sch.decompose_reduction(block, sch.get_loops(block)[2])
         for producer in sch.get_producers(block):  # padding: a plain copy, parallel over (n, c)
             try:
@@ -315,6 +363,81 @@ class Conv(dl.ScheduleRule):
             except SCHEDULE_ERRORS:
                 pass
         return sch
+
+
+class VectorRows(dl.ScheduleRule):
+    """Reduce-then-map kernels over rows (softmax, layer norm, rms norm): rows in parallel, and
+    each reduction over a row summed in vector lanes (``rfactor``: one partial per lane, then the
+    lanes combined), so the row is read in whole vectors instead of one serial chain of scalars.
+    Steps read by one consumer are inlined into it; a step read twice (softmax's exponentials) is
+    computed once per row into a row buffer. Kernels with no reduction it can split this way go
+    to dlight's ``Reduction`` (the next rule)."""
+
+    def apply(self, func, target, _tunable):
+        sch, infos = _open(func, target)
+        if infos is None:
+            return None
+        _inline_single_use(sch)
+        infos = normalize_prim_func(sch)
+        if not infos or len(infos) < 2 or not infos[-1].is_injective() or all(b.is_injective() for b in infos):
+            return None
+        kinds = [b.dom_kind() for b in infos]
+        lead = min(len(k) - len(k.lstrip("S")) for k in kinds)
+        if not lead or any(b.is_injective() == ("R" in k) for b, k in zip(infos, kinds)):
+            return None
+        vec = lanes(target, _bits(sch.get(infos[-1].block_rv)))
+        partials = []
+        for info in infos:
+            if not info.is_injective() and (rf := _lane_partials(sch, info, vec)) is not None:
+                partials.append(rf)
+        if not partials:
+            return None
+        blocks = sch.get_child_blocks(sch.get_sblock("root"))
+        loops = sch.get_loops(blocks[-1])
+        rows = sch.fuse(*loops[:lead]) if lead > 1 else loops[0]
+        sch.parallel(rows)
+        for block in reversed(blocks[:-1]):
+            sch.compute_at(block, rows, preserve_unit_loops=True)
+        names = {sch.get(rf).name_hint for rf in partials}
+        for block in blocks:
+            loops = sch.get_loops(block)
+            if sch.get(block).name_hint in names:  # (rows, lane, units..., chunk): chunks outside, lanes as one vector
+                sch.reorder(loops[-1], loops[1])
+                sch.vectorize(loops[1])
+                sch.decompose_reduction(block, loops[-1])
+            elif len(loops) > 1 and _whole_vectors(_extent(sch, loops[-1]), vec):
+                _vectorize(sch, loops[-1], vec)
+        return sch
+
+
+def _lane_partials(sch, info, vec: int):
+    """Split a row reduction (innermost loop, a static multiple of ``vec``) into ``vec`` lane partials; the rfactor block."""
+    if info.dom_kind().count("R") != 1 or not info.dom_kind().endswith("R"):
+        return None
+    k = sch.get_loops(info.block_rv)[-1]
+    if not isinstance(_extent(sch, k), int) or not _whole_vectors(_extent(sch, k), vec):
+        return None
+    _, lane = sch.split(k, [None, vec])
+    try:
+        return sch.rfactor(lane, factor_axis=len(sch.get(info.block_rv).writes[0].region))
+    except SCHEDULE_ERRORS:
+        return None
+
+
+def _inline_single_use(sch) -> None:
+    """Inline every elementwise block read by exactly one other block into it."""
+    changed = True
+    while changed:
+        changed = False
+        for info in normalize_prim_func(sch) or []:
+            if not info.is_injective() or len(sch.get_consumers(info.block_rv)) != 1:
+                continue
+            try:
+                sch.compute_inline(info.block_rv)
+                changed = True
+                break
+            except SCHEDULE_ERRORS:
+                continue
 
 
 class RowReduction(dl.ScheduleRule):
@@ -358,10 +481,15 @@ class Elementwise(dl.ScheduleRule):
         return sch
 
 
+def cpu_rules() -> list[dl.ScheduleRule]:
+    """The CPU rules in order (the first that applies schedules a kernel)."""
+    return [LanePartials(), QuantGemv(), Dense(), Conv(), Guarded(VectorRows()), Guarded(dl.cpu.Reduction()),
+            RowReduction(), Elementwise()]
+
+
 def cpu_schedule() -> tvm.transform.Pass:
     """The CPU rules in order; kernels no rule takes stay as LLVM compiles them, serially."""
-    return dl.ApplyDefaultSchedule(LanePartials(), QuantGemv(), Dense(), Conv(), Guarded(dl.cpu.Reduction()), RowReduction(),
-                                   Elementwise())
+    return dl.ApplyDefaultSchedule(*cpu_rules())
 
 
 class Guarded(dl.ScheduleRule):
@@ -407,10 +535,14 @@ def _divisor(n: int, choices) -> int:
     return next(d for d in choices if n % d == 0)
 
 
-def _panel(n, vec: int) -> int | None:
-    """The output tile width: PANEL_VECTORS vectors, narrower when the output is narrower."""
+def _panel(n, vec: int, isa: CpuIsa) -> int | None:
+    """The output tile width: a panel of the ISA's vectors, or fewer vectors that divide ``n``
+    (no padding), narrower when the output is narrower; None below one vector."""
+    most = isa.panel_vectors
     if not isinstance(n, int):
-        return PANEL_VECTORS * vec
-    if n >= PANEL_VECTORS * vec:
-        return PANEL_VECTORS * vec
-    return max(vec, math.ceil(n / vec) * vec) if n >= vec else None
+        return most * vec
+    if n < vec:
+        return None
+    if n < most * vec:
+        return math.ceil(n / vec) * vec
+    return next((v * vec for v in range(most, 0, -1) if n % (v * vec) == 0), most * vec)
