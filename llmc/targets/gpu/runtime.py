@@ -14,6 +14,7 @@ nothing from TVM's compiler.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -40,6 +41,8 @@ class Session:
             raise ArtifactError(f"{artifact} has no {SPEC}", hint="compile the model with --target=cpu or --target=cuda")
         self.spec = json.loads(spec_path.read_text())
         self.device = tvm.cpu(device_id) if self.spec["device"] == "cpu" else tvm.cuda(device_id)
+        if self.spec["device"] == "cpu":
+            use_every_core()
         if not self.device.exist:
             raise ArtifactError(f"this artifact needs a {self.spec['device']} device, and none is present",
                                 hint="run it on a machine with that device, or use `llmc run --reference`")
@@ -101,6 +104,34 @@ class Session:
             raise InputError(f"input {name} has dtype {array.dtype} but the model expects {dtype}",
                              hint="convert the array before running (float inputs are converted to the compiled dtype)")
         return tvm.runtime.tensor(np.ascontiguousarray(array.astype(expected, copy=False)), self.device)
+
+
+def use_every_core() -> None:
+    """Give TVM's CPU thread pool one thread per physical core this process may run on.
+
+    TVM sizes its pool to half the logical CPUs on x86 (assuming two hyper-threads per core), so
+    a machine without them gets half its cores: one thread on a 2-vCPU VM, whose parallel loops
+    then pay for a launch and run serially. An explicit ``TVM_NUM_THREADS`` is left as it is.
+    """
+    if "TVM_NUM_THREADS" in os.environ:
+        return
+    import tvm
+
+    os.environ["TVM_NUM_THREADS"] = str(physical_cores())  # TVM caps the pool by this variable
+    tvm.get_global_func("runtime.config_threadpool")(0, physical_cores())
+
+
+def physical_cores() -> int:
+    """Distinct (package, core) pairs among the CPUs this process may run on (their count if unknown)."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cores = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topology / "physical_package_id").read_text().strip(), (topology / "core_id").read_text().strip()))
+        except OSError:
+            return len(cpus)
+    return max(len(cores), 1)
 
 
 class StepRunner:
