@@ -38,8 +38,9 @@ from llmc.targets.gpu.cpu_isa import CpuIsa, cpu_isa
 # What TVM's schedule primitives raise when a step does not apply (tvm errors are RuntimeErrors).
 SCHEDULE_ERRORS = (RuntimeError, ValueError, AssertionError)
 
-MIN_PARALLEL_TASKS = 64  # fewer outer iterations than this run on one thread (launch cost > work)...
-BIG_TASK = 1 << 14       # ...unless each does at least this many multiply-accumulates
+# A parallel loop costs a few microseconds to launch; a kernel with less work than this runs on one thread.
+PARALLEL_MACS = 1 << 18      # multiply-adds (products, convolutions)
+PARALLEL_ELEMENTS = 1 << 14  # elements computed or reduced (elementwise and row kernels)
 
 
 def lanes(target, dtype_bits: int = 32) -> int:
@@ -56,15 +57,20 @@ def _extent(sch, loop) -> int | tirx.PrimExpr:
     return int(e) if isinstance(e, tirx.IntImm) else e
 
 
-def _parallel(sch, loops, work_per_task: int = 0) -> None:
-    """Fuse ``loops`` and run them in parallel if there are enough iterations (or a symbolic count),
-    or at least two tasks of ``work_per_task >= BIG_TASK`` (a matrix-vector product's weight panels)."""
+def _parallel(sch, loops, work_per_task: int, enough: int) -> None:
+    """Fuse ``loops`` and run them in parallel when there are at least two iterations and the
+    kernel's work (iterations x ``work_per_task``) is at least ``enough``, or the count is symbolic."""
     if not loops:
         return
     fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
     tasks = _extent(sch, fused)
-    if not isinstance(tasks, int) or tasks >= MIN_PARALLEL_TASKS or (tasks >= 2 and work_per_task >= BIG_TASK):
+    if not isinstance(tasks, int) or (tasks >= 2 and tasks * work_per_task >= enough):
         sch.parallel(fused)
+
+
+def _work(sch, loops) -> int:
+    """Iterations of ``loops`` (one under another); a symbolic extent counts as plenty."""
+    return math.prod(e if isinstance(e := _extent(sch, loop), int) else PARALLEL_MACS for loop in loops)
 
 
 def inline_elementwise(sch) -> None:
@@ -148,7 +154,7 @@ class QuantGemv(dl.ScheduleRule):
             sch.reverse_compute_at(consumer, outer[-1])
             if _extent(sch, sch.get_loops(consumer)[-1]) == width:
                 _vectorize(sch, sch.get_loops(consumer)[-1], vec)
-        _parallel(sch, outer, work_per_task=BIG_TASK)
+        _parallel(sch, outer, _work(sch, [g]) * _work(sch, sch.get_loops(part)[-2:]), PARALLEL_MACS)
         ji_p, kk = sch.get_loops(part)[-2:]
         sch.reorder(kk, ji_p)
         _vectorize(sch, ji_p, vec)
@@ -246,9 +252,7 @@ def _tile(sch, block, tile: Tile):
     _parallel_padding(sch, block)
     _stage_weights(sch, k, tile.lanes)
     acc = sch.cache_write(block, 0, "global")
-    inner_loops = sch.get_loops(block)[len(outer):]
-    work = math.prod(e if isinstance(e := _extent(sch, l), int) else BIG_TASK for l in inner_loops)  # symbolic: large
-    _parallel(sch, outer, work)
+    _parallel(sch, outer, _work(sch, sch.get_loops(block)[len(outer):]), PARALLEL_MACS)
     inner = 3 if tile.row is not None else 2  # loops under the tile root: k, [rows], vector
     sch.reverse_compute_at(acc, sch.get_loops(block)[-inner - 1])
     _inline_epilogue(sch, acc)
@@ -288,7 +292,7 @@ def _parallel_padding(sch, block) -> None:
     for producer in sch.get_producers(block):
         if sch.get(producer).name_hint.endswith("_pad"):
             loops = sch.get_loops(producer)
-            _parallel(sch, loops[:-1] if len(loops) > 1 else loops)
+            _parallel(sch, loops[:-1] if len(loops) > 1 else loops, _work(sch, loops[-1:]), PARALLEL_ELEMENTS)
 
 
 def _stage_weights(sch, k, lanes: int) -> None:
@@ -346,7 +350,7 @@ class Conv(dl.ScheduleRule):
         wo, wi = sch.split(w, [None, cols])
         sch.reorder(*n, co, h, wo, *reduce, ci, wi)
         acc = sch.cache_write(block, 0, "global")
-        _parallel(sch, [*n, co, h])
+        _parallel(sch, [*n, co, h], _work(sch, [wo, *reduce, ci, wi]), PARALLEL_MACS)
         sch.reverse_compute_at(acc, sch.get_loops(block)[1])
         for consumer in sch.get_consumers(acc):
             try:
@@ -359,7 +363,8 @@ class Conv(dl.ScheduleRule):
         sch.decompose_reduction(block, sch.get_loops(block)[2])
         for producer in sch.get_producers(block):  # padding: a plain copy, parallel over (n, c)
             try:
-                _parallel(sch, sch.get_loops(producer)[:2])
+                loops = sch.get_loops(producer)
+                _parallel(sch, loops[:2], _work(sch, loops[2:]), PARALLEL_ELEMENTS)
             except SCHEDULE_ERRORS:
                 pass
         return sch
@@ -395,7 +400,7 @@ class VectorRows(dl.ScheduleRule):
         blocks = sch.get_child_blocks(sch.get_sblock("root"))
         loops = sch.get_loops(blocks[-1])
         rows = sch.fuse(*loops[:lead]) if lead > 1 else loops[0]
-        sch.parallel(rows)
+        _parallel(sch, [rows], len(blocks) * _work(sch, loops[lead:]), PARALLEL_ELEMENTS)
         for block in reversed(blocks[:-1]):
             sch.compute_at(block, rows, preserve_unit_loops=True)
         names = {sch.get(rf).name_hint for rf in partials}
@@ -454,7 +459,7 @@ class RowReduction(dl.ScheduleRule):
         block = infos[0].block_rv
         loops = sch.get_loops(block)
         leading = len(infos[0].dom_kind()) - len(infos[0].dom_kind().lstrip("S"))
-        _parallel(sch, loops[:leading])
+        _parallel(sch, loops[:leading], _work(sch, loops[leading:]), PARALLEL_ELEMENTS)
         if len(infos) == 2:
             sch.reverse_compute_at(infos[1].block_rv, sch.get_loops(block)[0])
         return sch
@@ -476,8 +481,9 @@ class Elementwise(dl.ScheduleRule):
             if _whole_vectors(_extent(sch, loops[-1]), vec):
                 _, v = sch.split(loops[-1], [None, vec])
                 sch.vectorize(v)
-                loops = sch.get_loops(info.block_rv)[:-1]
-            _parallel(sch, loops[:-1] if len(loops) > 1 else loops)
+                loops = sch.get_loops(info.block_rv)
+            outer = loops[:-1] if len(loops) > 1 else loops
+            _parallel(sch, outer, _work(sch, loops[len(outer):]), PARALLEL_ELEMENTS)
         return sch
 
 
