@@ -26,6 +26,8 @@ from llmc.ir.tensor import read_safetensors
 
 SPEC = "tvm.json"
 LIBRARY = "model.so"
+ALIGNMENT = 64  # bytes: kernels may read a tensor with aligned vector loads (a misaligned one crashes them)
+SHARED_KINDS = "fiub"  # numpy dtype kinds a cpu tensor shares with numpy through DLPack (float, int, bool)
 
 
 class Session:
@@ -82,7 +84,8 @@ class Session:
         env: dict[str, int] = {}
         args = [self._to_device(inputs[t["name"]], t, env) for t in self.spec["inputs"]]
         outs = self.vm[self.entry(env)](*args, *self.params)
-        return {t["name"]: _from_device(o, torch_io) for t, o in zip(self.spec["outputs"], outs)}
+        on_cpu = self.spec["device"] == "cpu"
+        return {t["name"]: _from_device(o, torch_io, on_cpu) for t, o in zip(self.spec["outputs"], outs)}
 
     def _to_device(self, value, tensor: dict, env: dict[str, int]):
         import tvm
@@ -97,13 +100,17 @@ class Session:
         if _is_torch(value):
             value = value.to(_torch_dtype(dtype)).contiguous()
             if self.spec["device"] == "cuda":
-                value = value.to(f"cuda:{self.device.index}")
-            return tvm_ffi.from_dlpack(value.cpu() if self.spec["device"] == "cpu" else value)
+                return tvm_ffi.from_dlpack(value.to(f"cuda:{self.device.index}"))
+            value = value.cpu()
+            return tvm_ffi.from_dlpack(value if value.data_ptr() % ALIGNMENT == 0 else value.clone())
         array, expected = np.asarray(value), np.dtype(_numpy_dtype(dtype))
         if array.dtype != expected and not (array.dtype.kind == "f" and expected.kind in "fV"):
             raise InputError(f"input {name} has dtype {array.dtype} but the model expects {dtype}",
                              hint="convert the array before running (float inputs are converted to the compiled dtype)")
-        return tvm.runtime.tensor(np.ascontiguousarray(array.astype(expected, copy=False)), self.device)
+        array = np.ascontiguousarray(array.astype(expected, copy=False))
+        if self.spec["device"] == "cpu" and expected.kind in SHARED_KINDS and array.ctypes.data % ALIGNMENT == 0:
+            return tvm_ffi.from_dlpack(array)  # read in place: no copy
+        return tvm.runtime.tensor(array, self.device)
 
 
 def use_every_core() -> None:
@@ -180,9 +187,12 @@ def _torch_dtype(dtype: str):
     return getattr(torch, dtype)
 
 
-def _from_device(out, torch_io: bool):
+def _from_device(out, torch_io: bool, on_cpu: bool):
+    """The output as a torch tensor or numpy array sharing its memory (a copy for cuda, or a dtype numpy lacks)."""
     if torch_io:
         import torch
 
         return torch.from_dlpack(out)
+    if on_cpu and np.dtype(str(out.dtype)).kind in SHARED_KINDS:
+        return np.from_dlpack(out)
     return out.numpy()
