@@ -69,7 +69,7 @@ def test_readme_cli_examples_run(readme_cli):
     for line, code, out, err in results:
         assert code == 0, f"{line}: {err}"
     assert llmc.load(folder / "out" / "tl-dyn").manifest["model"]["symbols"] == ["seq"]
-    run_out = results[-1][2]
+    run_out = next(out for line, _, out, _ in results if line.startswith("llmc run"))
     assert "[1, 7]" in run_out and re.search(r"logits\s+│\s+\S+\s+│\s+ok", run_out)
     with np.load(folder / "out" / "logits.npz") as saved:
         assert saved["logits"].shape == (1, 7, 256)
