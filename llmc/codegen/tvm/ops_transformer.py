@@ -100,7 +100,10 @@ def attention(ctx, node, args):
         scores = ctx.emit(R.reshape(ctx.emit(R.multiply(scores, ctx.const(scale, dtype))), ctx.shape([b, hq, s, keys])))
     if mask is not None:
         scores = ctx.emit(_apply_mask(ctx, scores, mask, node.inputs[3].type.dtype, dtype))
-    if node.attrs["causal"]:
+    # One query at the end of the cache sees every real key; a boolean mask padded with False
+    # already hides the keys the rounded-up read adds, so such a decode step needs no causal kernel.
+    hidden_by_mask = one_query and mask is not None and node.inputs[3].type.dtype == DType.bool
+    if node.attrs["causal"] and not hidden_by_mask:
         scores = _scalar_te(ctx, _causal, scores, ctx.dim(t), name="causal_mask")
     probs = ctx.emit(softmax_of(ctx, scores, -1, dtype))
     if mask is not None:  # a query whose every key is masked gets zeros, not NaN (as the op's reference)
