@@ -24,7 +24,7 @@ from pathlib import Path
 
 RESULT = Path(__file__).parent / "results" / "bench_fusion.json"
 MODELS = ("tiny-llama", "smollm2-135m")
-LAUNCH = re.compile(r"^\s+(?:\w+ = )?(cpp_fused_\w+|extern_kernels\.\w+|torch\.ops\.\w+\.\w+(?:\.\w+)?)\(", re.M)
+LAUNCH = re.compile(r"^\s+(?:\w+ = )?(cpp_fused_\w+|extern_kernels\.\w+|torch\.ops\.\w+\.\w+(?:\.\w+)?)\(", re.MULTILINE)
 
 
 def llmc_counts(name: str, level: str, out: Path) -> dict:

@@ -17,7 +17,6 @@ from llmc.examples import small_cnn, tiny_llama
 from llmc.frontend.causal import load_causal_lm
 from llmc.frontend.load import load_model
 from llmc.ir import DType, Graph, TensorType
-from llmc.ir.packing import Grid, quantize
 from llmc.passes import PIPELINES, run_pipeline
 from llmc.passes.fusion import CostGate, Fuse
 from llmc.passes.fusion.legality import KernelLimits
@@ -90,7 +89,7 @@ def test_residual_norm_fuses_a_sum_and_its_norm():
     n = g.call("rms_norm", s, g.add_const("w", RNG.standard_normal(8).astype(np.float32)), eps=1e-6)
     g.outputs = [s, n]
     feeds = {"x": RNG.standard_normal((2, 8), np.float32), "r": RNG.standard_normal((2, 8), np.float32)}
-    _, after, report = transformed(g, feeds, fuse())
+    _, _, report = transformed(g, feeds, fuse())
     assert report.counts["residual_norm"] == 1 and fused_bodies(g) == ["residual_norm"]
     assert len(g.nodes) == 1 and len(g.nodes[0].outputs) == 2
 

@@ -38,7 +38,7 @@ class VerticalRule:
 
     name: str
     roots: frozenset[str]
-    find: Callable[[Graph, Node], "list[Node] | str"]
+    find: Callable[[Graph, Node], list[Node] | str]
     doc: str
 
 
