@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmc.codegen.devices import Device
-from llmc.codegen.report import Table, count
+from llmc.codegen.report import Concrete, Table, count
 from llmc.ir import shapes as S
 from llmc.ir.dtypes import DType
 from llmc.ir.graph import Graph, Node, Value
@@ -91,36 +91,16 @@ def kernels(graph: Graph) -> list[Node]:
     return [n for n in graph.nodes if id(n) not in prepared and not is_view(n)]
 
 
-class Sizes:
+class Sizes(Concrete):
     """Tensor types and costs with every symbol bound (symbols ``env`` does not name count as 1)."""
 
-    def __init__(self, env: Mapping[str, int]):
-        self.env = dict(env)
-        self._types: dict[TensorType, TensorType] = {}
-
-    def type(self, t: TensorType) -> TensorType:
-        if t.is_static:
-            return t
-        if t not in self._types:
-            for name in S.symbols(t.shape):
-                self.env.setdefault(name, 1)
-            self._types[t] = t.with_shape(S.evaluate_shape(t.shape, self.env))
-        return self._types[t]
-
-    def number(self, d) -> float:
-        """A cost as a float. A fused node's cost sums its body's own symbolic types: symbols
-        left count at their size in ``env``, else 1."""
-        if not hasattr(d, "free_symbols"):
-            return float(d)
-        return float(d.subs({S.sym(s): self.env.get(s, 1) for s in map(str, d.free_symbols)}))
-
     def nbytes(self, v: Value) -> float:
-        return float(self.type(v.type).nbytes())
+        return float(self(v.type).nbytes())
 
     def cost(self, node: Node) -> tuple[float, float]:
         """(flops, bytes) of ``node`` from its registry cost; a product reading a
         ``dequantize_packed`` weight reads the packed tensors instead of the float matrix."""
-        cost = node.opdef.cost([self.type(v.type) for v in node.inputs], [self.type(v.type) for v in node.outputs],
+        cost = node.opdef.cost([self(v.type) for v in node.inputs], [self(v.type) for v in node.outputs],
                                substitute(node.attrs, self.env))
         moved = self.number(cost.bytes)
         if node.opdef.kind in MATRIX_KINDS:

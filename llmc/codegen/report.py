@@ -76,14 +76,14 @@ def layer_table(graph: Graph, env: Mapping[str, int]) -> list[dict]:
     """
     rows: dict[int | None, dict] = {}
     counted: set[int] = set()
-    concrete = _Concrete(env)
+    concrete = Concrete(env)
     for node in graph.nodes:
         row = rows.setdefault(node.meta.layer, {"layer": node.meta.layer, "nodes": 0, "params": 0,
                                                 "weight_bytes": 0, "flops": 0})
         row["nodes"] += 1
         cost = node.opdef.cost([concrete(v.type) for v in node.inputs], [concrete(v.type) for v in node.outputs],
                                substitute(node.attrs, concrete.env))
-        row["flops"] += _number(cost.flops, concrete.env)
+        row["flops"] += round(concrete.number(cost.flops))  # float factors (``1.0*seq``) rounded
         for v in node.inputs:
             if v.is_const and id(v) not in counted:
                 counted.add(id(v))
@@ -92,15 +92,7 @@ def layer_table(graph: Graph, env: Mapping[str, int]) -> list[dict]:
     return sorted(rows.values(), key=lambda r: (r["layer"] is None, r["layer"] or 0))
 
 
-def _number(d, env: Mapping[str, int]) -> int:
-    """A cost as an int. Symbols can remain (a fused node's cost sums its body's own symbolic
-    types): they count at their size in ``env``, else 1. Float factors (``1.0*seq``) are rounded."""
-    if not hasattr(d, "free_symbols"):
-        return round(float(d))
-    return round(float(d.subs({S.sym(s): env.get(s, 1) for s in map(str, d.free_symbols)})))
-
-
-class _Concrete:
+class Concrete:
     """Tensor types with every symbol replaced by its size (1 for symbols ``env`` does not name)."""
 
     def __init__(self, env: Mapping[str, int]):
@@ -115,6 +107,13 @@ class _Concrete:
                 self.env.setdefault(name, 1)
             self._cache[t] = t.with_shape(S.evaluate_shape(t.shape, self.env))
         return self._cache[t]
+
+    def number(self, d) -> float:
+        """A cost as a float. Symbols can remain (a fused node's cost sums its body's own symbolic
+        types): they count at their size in ``env``, else 1."""
+        if not hasattr(d, "free_symbols"):
+            return float(d)
+        return float(d.subs({S.sym(s): self.env.get(s, 1) for s in map(str, d.free_symbols)}))
 
 
 # -- tables ---------------------------------------------------------------------------------

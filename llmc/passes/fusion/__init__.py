@@ -35,30 +35,10 @@ from llmc.passes.fusion.fold import fold_batch_norms
 from llmc.passes.fusion.legality import KernelLimits, kernel_problem
 from llmc.passes.fusion.outline import body_of, escapes, is_convex, outline
 from llmc.passes.fusion.rules import RULES
+from llmc.passes.rewrite import Refusal, RewriteReport
 
 DEFAULT_DEVICE = "h100"
 DEFAULT_SIZE = 128  # each free symbol (batch, seq, ctx) when the gate's sizes do not bind it
-
-
-@dataclass(frozen=True)
-class Refusal:
-    rule: str
-    node: str
-    reason: str
-
-
-@dataclass
-class FusionReport:
-    """What ``fuse`` did: groups made per rule, and why rules refused where they were tried."""
-
-    counts: Counter = field(default_factory=Counter)
-    refusals: list[Refusal] = field(default_factory=list)
-
-    def reasons(self, rule: str) -> list[str]:
-        return [r.reason for r in self.refusals if r.rule == rule]
-
-    def refuse(self, rule: str, node: str, reason: str) -> None:
-        self.refusals.append(Refusal(rule, node, reason))
 
 
 @dataclass
@@ -84,7 +64,7 @@ class Fuse(Pass):
     Options = FuseOptions
 
     def run(self, graph: Graph) -> PassResult:
-        report = FusionReport()
+        report = RewriteReport()  # the rewrite engine's: groups made per rule, refusals with reasons
         self.report = report
         if self.options.fold:
             report.counts["fold_batch_norm"] += fold_batch_norms(graph)
@@ -93,8 +73,7 @@ class Fuse(Pass):
             for group in found:
                 horizontal.concatenate(graph, group)
                 report.counts["horizontal"] += 1
-            for reason in reasons:
-                report.refuse("horizontal", reason.split(":", 1)[0], reason.split(": ", 1)[1])
+            report.refusals.extend(Refusal("horizontal", node, reason) for node, reason in reasons)
         gate = CostGate(self.options.device, self.options.sizes)
         by_name = {r.name: r for r in RULES}
         for name in self.options.rules:
@@ -105,7 +84,7 @@ class Fuse(Pass):
                 group = rule.find(graph, node)
                 reason = group if isinstance(group, str) else self._problem(graph, group, rule.name, gate)
                 if reason is not None:
-                    report.refuse(rule.name, node.name, reason)
+                    report.refusals.append(Refusal(rule.name, node.name, reason))
                     continue
                 outline(graph, group, rule.name)
                 report.counts[rule.name] += 1

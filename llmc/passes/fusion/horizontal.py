@@ -54,16 +54,16 @@ def projection(node: Node) -> tuple[Projection | None, str | None]:
     return None, "its weight is not a constant"
 
 
-def groups(graph: Graph) -> tuple[list[list[Projection]], list[str]]:
-    """Projections of one input that can share a product (two or more), and why others cannot."""
+def groups(graph: Graph) -> tuple[list[list[Projection]], list[tuple[str, str]]]:
+    """Projections of one input that can share a product (two or more), and (node, why) for others."""
     by_input: dict[int, list[Projection]] = {}
-    reasons: list[str] = []
+    reasons: list[tuple[str, str]] = []
     for node in graph.nodes:
         if node.op != "linear":
             continue
         proj, reason = projection(node)
         if proj is None:
-            reasons.append(f"{node.name}: {reason}")
+            reasons.append((node.name, reason))
             continue
         by_input.setdefault(id(node.inputs[0]), []).append(proj)
     out = []
@@ -72,8 +72,8 @@ def groups(graph: Graph) -> tuple[list[list[Projection]], list[str]]:
         for p in projs:
             kinds.setdefault(p.signature, []).append(p)
         if len(kinds) > 1:
-            names = ", ".join(p.node.name for p in projs)
-            reasons.append(f"{names}: weights of different formats, dtypes or bias presence read the same input")
+            reasons.append((", ".join(p.node.name for p in projs),
+                            "weights of different formats, dtypes or bias presence read the same input"))
         out.extend(group for group in kinds.values() if len(group) > 1)
     return out, reasons
 

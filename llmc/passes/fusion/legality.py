@@ -85,7 +85,7 @@ def _symbols_used(body: Graph) -> set[str]:
 
 def _downstream(node) -> list:
     """Nodes of the same body computed from ``node``'s outputs."""
-    out, frontier, seen = [], [v for v in node.outputs], set()
+    out, frontier, seen = [], list(node.outputs), set()
     while frontier:
         for user, _ in frontier.pop().uses:
             if id(user) not in seen:
