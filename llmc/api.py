@@ -187,11 +187,10 @@ def compile(
         from llmc.passes import run_pipeline
         from llmc.passes.pipelines import resolve, split_for_quantization
 
-        quantizing = quant is not None or recipe is not None
-        early, late = split_for_quantization(resolve(pipeline)) if quantizing else (resolve(pipeline), [])
+        early, late = split_for_quantization(resolve(pipeline))  # fusion follows quantization
         pass_options = tgt.pass_options(options)
         graph, records = run_pipeline(graph, [str(s) for s in early], verify=verify, options=pass_options)
-        if quantizing:
+        if quant is not None or recipe is not None:
             from llmc.passes.quantize.apply import quantize_for
 
             graph, sections["quantization"], record = quantize_for(
@@ -199,8 +198,8 @@ def compile(
                 samples=calibration_samples, length=calibration_length,
                 tokenizer=lm.save_tokenizer if "generation" in sections else None, progress=step)
             records.append(record)
-            graph, more = run_pipeline(graph, [str(s) for s in late], verify=verify, options=pass_options)
-            records.extend(more)
+        graph, more = run_pipeline(graph, [str(s) for s in late], verify=verify, options=pass_options)
+        records.extend(more)
         tgt.check(graph, options)
         step(f"lowering for {tgt.name} and writing {out}")
         manifest = write_artifact(graph, out, target=tgt, options=options, opt_level=level, passes=records,
