@@ -16,6 +16,9 @@ TARGET_OPTION_FLAGS = {
     "arch": "GPU architecture (cuda: sm_80, sm_86, sm_89, sm_90, sm_90a)",
     "dtype": "compute dtype (float32, float16, bfloat16)",
     "cpu": "LLVM CPU name (cpu target; detected when omitted)",
+    "device": "device profile (npu: qnn-htp, generic-int8; fpga: zcu102, u250, u280, pynq-z2)",
+    "chunk": "prompt tokens per static NPU prefill graph (npu target, default 256)",
+    "fpga_bits": "default fixed-point width where calibration chooses the precision (fpga target)",
 }
 
 
@@ -38,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--verify", action="store_true", help="verify the graph after every pass")
     c.add_argument("--option", type=A.option, action="append", metavar="K=V", help="a target option")
     for flag, meaning in TARGET_OPTION_FLAGS.items():
-        c.add_argument(f"--{flag}", help=f"same as --option {flag}=VALUE: {meaning}")
+        c.add_argument(f"--{flag.replace('_', '-')}", dest=flag, help=f"same as --option {flag}=VALUE: {meaning}")
     _shape_flags(c, dynamic=True)
     c.add_argument("--generation", action=argparse.BooleanOptionalAction, default=None,
                    help="compile an LLM's generation step with a KV cache (default: for GGUF files and LLM examples)")

@@ -143,7 +143,7 @@ def _load_builtin_targets() -> None:
     """Import the target modules that register themselves (kept lazy: TVM is heavy)."""
     import importlib
 
-    for module in ("llmc.targets.reference", "llmc.targets.gpu"):
+    for module in ("llmc.targets.reference", "llmc.targets.gpu", "llmc.targets.npu", "llmc.targets.fpga"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as e:
