@@ -1,0 +1,172 @@
+"""What ``NpuTarget.lower`` does: plan (profile, placement, chunks, QDQ parameters) and write.
+
+    plan = make_plan(graph, options, tokenizer=folder)    # decisions only, nothing written
+    payload = write(plan, out)                             # chunks/*.onnx, chunks/weights.bin, schedule.json
+
+Calibration: a generation step calibrates on ``samples`` windows of ``chunk`` tokens of llmc's
+builtin calibration text, tokenized with the artifact's tokenizer; a forward model on the
+``.npz`` given as ``--option calib=FILE`` (the NPU needs every activation range ahead of
+time, so a forward model without calibration data is refused, not guessed).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from llmc.codegen.report import Concrete
+from llmc.codegen.target import Payload
+from llmc.errors import TargetError
+from llmc.ir.graph import Graph
+from llmc.ir.ops.registry import substitute
+from llmc.targets.npu.chunker import Chunk, cut
+from llmc.targets.npu.emit import ChunkEmitter, Static, Store
+from llmc.targets.npu.partition import NPU, Placement, partition, summary
+from llmc.targets.npu.profiles import Profile, get_profile
+from llmc.targets.npu.qdq import QdqPlan, calibrate_ranges
+from llmc.targets.npu.runner import SCHEDULE
+
+CHUNKS = "chunks"
+WEIGHTS = "weights.bin"
+TOKENIZER = "tokenizer"
+
+
+@dataclass
+class NpuPlan:
+    graph: Graph
+    profile: Profile
+    kind: str                       # "llm" or "cnn": which activation format the profile gives
+    placement: dict[str, Placement]
+    chunks: list[Chunk]
+    qdq: QdqPlan
+    variants: dict[str, Static]     # forward, or prefill + decode
+    loop: dict | None               # generation: chunk, cache_len, max_seq_len, layers
+
+
+def make_plan(graph: Graph, options, *, tokenizer: Path | None = None) -> NpuPlan:
+    from llmc.frontend.decoder import is_step_graph
+
+    profile = get_profile(options.device)
+    step = is_step_graph(graph)
+    kind = "cnn" if any(n.op == "conv2d" for n in graph.nodes) else "llm"
+    placement = partition(graph, profile)
+    chunks = cut(graph, placement)
+    npu_nodes = [n for n in graph.nodes if placement[n.name].device == NPU]
+    names = {v.name for n in npu_nodes for v in (*n.inputs, *n.outputs) if not v.is_const}
+    calibration = _calibration(graph, options, tokenizer, step)
+    ranges = calibrate_ranges(graph, calibration, names)
+    qdq = QdqPlan(graph, npu_nodes, ranges, profile.activation_dtype(kind), profile.per_channel)
+    loop = None
+    if step:
+        cache = graph.inputs[3].type.shape
+        length = int(cache[2])
+        if options.chunk > length:
+            raise TargetError(f"--chunk {options.chunk} is longer than the KV cache ({length} positions)",
+                              hint="give a smaller --chunk or a larger --max-seq-len")
+        cache_len = length + options.chunk  # pad rows of the last chunk land after the context
+        variants = {"prefill": Static({"batch": 1, "seq": options.chunk, "ctx": cache_len}, cache_len),
+                    "decode": Static({"batch": 1, "seq": 1, "ctx": cache_len}, cache_len)}
+        layers = sum(1 for v in graph.inputs if v.name.startswith("cache_k."))
+        loop = {"chunk": options.chunk, "cache_len": cache_len, "max_seq_len": length, "layers": layers,
+                "batch": 1}
+    else:
+        symbols = graph.symbols()
+        if symbols:
+            raise TargetError(f"NPU graphs have static shapes, and {graph.name} has symbolic dims {symbols}",
+                              hint="compile with fixed input shapes (--input-shape) or without dynamic dims")
+        variants = {"forward": Static()}
+    return NpuPlan(graph, profile, kind, placement, chunks, qdq, variants, loop)
+
+
+def _calibration(graph: Graph, options, tokenizer: Path | None, step: bool):
+    from llmc.passes.quantize.calibration import BUILTIN, load_calibration
+
+    if step:
+        if tokenizer is None or not tokenizer.is_dir():
+            raise TargetError("the npu target calibrates an LLM on text, and this model has no tokenizer",
+                              hint="compile a model that carries its tokenizer (a GGUF file or a Hugging Face folder)")
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(tokenizer), local_files_only=True)
+        return load_calibration(graph, BUILTIN, tokenizer=lambda t: tok(t, add_special_tokens=False)["input_ids"],
+                                vocab=_vocab(graph), samples=options.samples, length=options.chunk)
+    if not options.calib:
+        raise TargetError(f"the npu target needs calibration inputs for {graph.name} (static activation ranges)",
+                          hint="give an .npz of typical model inputs: --option calib=inputs.npz")
+    return load_calibration(graph, options.calib)
+
+
+def _vocab(graph: Graph) -> int:
+    for node in graph.nodes:
+        if node.op == "embedding" and node.inputs[1].name == "input_ids":
+            return int(node.inputs[0].type.shape[0])
+    raise TargetError(f"{graph.name} has no token embedding")
+
+
+def write(plan: NpuPlan, out: Path) -> Payload:
+    folder = out / CHUNKS
+    folder.mkdir(parents=True, exist_ok=True)
+    store = Store(folder / WEIGHTS)
+    files, variants = [f"{CHUNKS}/{WEIGHTS}"], {}
+    try:
+        for variant, static in plan.variants.items():
+            entries = []
+            prefix = "" if variant == "forward" else f"{variant}_"
+            for chunk in _progress(plan.chunks, f"writing {variant} chunks"):
+                name = f"{prefix}{chunk.name}"
+                emitter = ChunkEmitter(chunk, static, store, plan.qdq, name)
+                model = emitter.build()
+                onnx.save(model, str(folder / f"{name}.onnx"))
+                store.file.flush()
+                onnx.checker.check_model(str(folder / f"{name}.onnx"))
+                files.append(f"{CHUNKS}/{name}.onnx")
+                entries.append({"file": f"{CHUNKS}/{name}.onnx", "device": chunk.device, "nodes": len(chunk.nodes),
+                                "inputs": [v.name for v in chunk.inputs], "extra_inputs": emitter.extra_inputs,
+                                "outputs": [v.name for v in chunk.outputs]})
+            variants[variant] = {"sizes": dict(static.env), "chunks": entries}
+    finally:
+        weight_bytes = store.close()
+    graph = plan.graph
+    schedule = {"inputs": [v.name for v in graph.inputs], "outputs": [v.name for v in graph.outputs],
+                "variants": variants, "loop": plan.loop,
+                "placement": {n: [p.device, p.reason] for n, p in plan.placement.items()}}
+    (out / SCHEDULE).write_text(json.dumps(schedule, indent=1) + "\n")
+    files.append(SCHEDULE)
+    facts = summary(graph, plan.placement, node_flops(graph, plan.variants))
+    manifest = {
+        "runtime": "onnxruntime (CPU provider; NPU chunks on the QNN EP with LLMC_NPU_EP=qnn)",
+        "profile": {"name": plan.profile.name, "description": plan.profile.description},
+        "placement": facts, "graphs": len(files) - 2,
+        "chunks": {"npu": sum(c.device == NPU for c in plan.chunks), "cpu": sum(c.device != NPU for c in plan.chunks)},
+        "variants": {v: dict(s.env) for v, s in plan.variants.items()},
+        "quantization": plan.qdq.to_json(), "weights_bytes": weight_bytes, "schedule": SCHEDULE,
+    }
+    return Payload(files=files, manifest=manifest)
+
+
+def node_flops(graph: Graph, variants: dict[str, Static]) -> dict[str, float]:
+    """Flops of each node at the first variant's sizes (prefill for a generation step)."""
+    static = next(iter(variants.values()))
+    concrete = Concrete(static.env)
+    out = {}
+    for node in graph.nodes:
+        cost = node.opdef.cost([concrete(v.type) for v in node.inputs], [concrete(v.type) for v in node.outputs],
+                               substitute(node.attrs, concrete.env))
+        out[node.name] = concrete.number(cost.flops)
+    return out
+
+
+def _progress(items, label: str):
+    if not sys.stderr.isatty():
+        return items
+    from rich.progress import track
+
+    return track(items, description=label, transient=True)
+
+
+def build(graph: Graph, options, out: Path) -> Payload:
+    return write(make_plan(graph, options, tokenizer=out / TOKENIZER), out)
