@@ -105,6 +105,7 @@ def _fresh_sibling(out: Path, kind: str) -> Path:
 def _fill(tmp: Path, graph: Graph, *, target, options, opt_level, passes, sizes, sections) -> dict:
     facts = graph_facts(graph, sizes)  # first: a bad size name fails before the long lowering
     serialize.save(graph, tmp)
+    written = {name: write(tmp) for name, write in sections.items()}  # before lowering: a target may read them
     payload = target.lower(graph, options, tmp)
     missing = [f for f in payload.files if not (tmp / f).is_file()]
     if missing:
@@ -117,7 +118,7 @@ def _fill(tmp: Path, graph: Graph, *, target, options, opt_level, passes, sizes,
         "passes": [r.to_json(timings=False) for r in passes],
         "model": facts,
         "payload": {"files": sorted(payload.files), **payload.manifest},
-        **{name: write(tmp) for name, write in sections.items()},
+        **written,
     }
     if (cost := artifact_section(graph, target.name, manifest["target"]["options"], sizes, tmp)) is not None:
         manifest["cost"] = cost
