@@ -5,7 +5,7 @@
 
 Calibration: a generation step calibrates on ``samples`` windows of ``chunk`` tokens of llmc's
 builtin calibration text, tokenized with the artifact's tokenizer; a forward model on the
-``.npz`` given as ``--option calib=FILE`` (the NPU needs every activation range ahead of
+``.npz`` given as ``--option calib=FILE`` (which an LLM may use too: ``input_ids`` only) (the NPU needs every activation range ahead of
 time, so a forward model without calibration data is refused, not guessed).
 """
 
@@ -85,19 +85,19 @@ def make_plan(graph: Graph, options, *, tokenizer: Path | None = None) -> NpuPla
 def _calibration(graph: Graph, options, tokenizer: Path | None, step: bool):
     from llmc.passes.quantize.calibration import BUILTIN, load_calibration
 
+    if options.calib:
+        return load_calibration(graph, options.calib)
     if step:
         if tokenizer is None or not tokenizer.is_dir():
             raise TargetError("the npu target calibrates an LLM on text, and this model has no tokenizer",
-                              hint="compile a model that carries its tokenizer (a GGUF file or a Hugging Face folder)")
+                              hint="give token ids to calibrate on: --option calib=ids.npz (input_ids [samples, tokens])")
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(str(tokenizer), local_files_only=True)
         return load_calibration(graph, BUILTIN, tokenizer=lambda t: tok(t, add_special_tokens=False)["input_ids"],
                                 vocab=_vocab(graph), samples=options.samples, length=options.chunk)
-    if not options.calib:
-        raise TargetError(f"the npu target needs calibration inputs for {graph.name} (static activation ranges)",
-                          hint="give an .npz of typical model inputs: --option calib=inputs.npz")
-    return load_calibration(graph, options.calib)
+    raise TargetError(f"the npu target needs calibration inputs for {graph.name} (static activation ranges)",
+                      hint="give an .npz of typical model inputs: --option calib=inputs.npz")
 
 
 def _vocab(graph: Graph) -> int:

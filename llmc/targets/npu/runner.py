@@ -55,7 +55,6 @@ def _qnn_options():
     options = ort.SessionOptions()
     options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
     options.add_provider_for_devices(devices[:1], {"backend_path": onnxruntime_qnn.get_qnn_htp_path()})
-    options.log_severity_level = 3
     return options
 
 
@@ -70,6 +69,7 @@ class Session:
             raise TargetError(f"unknown NPU provider {self.provider!r}", hint=f"use one of {PROVIDERS}")
         self._sessions: dict[str, list] = {}
         self.load_seconds = 0.0
+        self.models: dict[str, bytes] = {}  # chunk file -> a rewritten model to load instead (agreement checks)
 
     def sessions(self, variant: str) -> list:
         if variant not in self._sessions:
@@ -78,13 +78,16 @@ class Session:
             start = time.perf_counter()
             made = []
             for chunk in self.schedule["variants"][variant]["chunks"]:
-                path = str(self.path / chunk["file"])
-                if chunk["device"] == "npu" and self.provider == "qnn":
-                    made.append(ort.InferenceSession(path, _qnn_options()))
-                else:
-                    options = ort.SessionOptions()
-                    options.log_severity_level = 3
-                    made.append(ort.InferenceSession(path, options, providers=["CPUExecutionProvider"]))
+                qnn = chunk["device"] == "npu" and self.provider == "qnn"
+                options = _qnn_options() if qnn else ort.SessionOptions()
+                options.log_severity_level = 3
+                model = self.models.get(chunk["file"])
+                if model is None:
+                    model = str(self.path / chunk["file"])
+                else:  # from memory: its external data is beside the chunk files
+                    folder = str((self.path / chunk["file"]).parent)
+                    options.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
+                made.append(ort.InferenceSession(model, options, **({} if qnn else {"providers": ["CPUExecutionProvider"]})))
             self._sessions[variant] = made
             self.load_seconds += time.perf_counter() - start
         return self._sessions[variant]
