@@ -41,7 +41,9 @@ def compile_cmd(a) -> int:
               f"{len(art.manifest['files']) + 1} files")
     rows = [[pass_label(r.name, r.round), "yes" if r.changed else "no", f"{r.seconds:.3f}", _stats(r.stats)]
             for r in art.passes]
-    show.tables([Table("passes", ["pass", "changed", "seconds", "stats"], rows)])
+    from llmc.codegen.target import get_target
+
+    show.tables([Table("passes", ["pass", "changed", "seconds", "stats"], rows), *get_target(art.target).report_tables(art.manifest)])
     return 0
 
 

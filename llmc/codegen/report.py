@@ -147,13 +147,15 @@ def artifact_tables(manifest: dict) -> list[Table]:
     options = ", ".join(f"{k}={v}" for k, v in target["options"].items()) or "defaults"
     compiled = [["target", target["name"]], ["options", options], ["optimization", manifest["opt_level"]],
                 ["llmc", manifest["llmc"]], ["schema", str(manifest["schema"])]]
-    compiled += [[k, _short(v)] for k, v in manifest["payload"].items()]
+    target_tables, shown = _target_tables(manifest)
+    compiled += [[k, _short(v)] for k, v in manifest["payload"].items() if k not in shown]
     passes = [[pass_label(p["name"], p.get("round")), "yes" if p["changed"] else "no", _short(p["stats"])]
               for p in manifest["passes"]]
     tables = [Table("artifact", ["", ""], compiled), *model_tables(manifest["model"])]
     tables.append(Table(f"passes ({manifest['opt_level']})", ["pass", "changed", "stats"], passes))
     if "quantization" in manifest:
         tables.append(quantization_table(manifest["quantization"]))
+    tables += target_tables
     if "cost" in manifest:
         from llmc.codegen.cost import cost_tables
 
@@ -161,6 +163,14 @@ def artifact_tables(manifest: dict) -> list[Table]:
     if "files" in manifest:
         tables.append(Table("files", ["file", "sha256"], [[f, h[:16]] for f, h in manifest["files"].items()]))
     return tables
+
+
+def _target_tables(manifest: dict) -> tuple[list[Table], tuple[str, ...]]:
+    """The artifact's target's own tables and the payload keys they show (none for a target not installed)."""
+    from llmc.codegen.target import all_targets
+
+    target = {t.name: t for t in all_targets()}.get(manifest["target"]["name"])
+    return ([], ()) if target is None else (target.report_tables(manifest), target.report_keys)
 
 
 def quantization_table(section: dict) -> Table:

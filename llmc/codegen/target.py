@@ -105,6 +105,14 @@ class Target:
         """Write the target's payload for ``graph`` into the (temporary) artifact folder ``out``."""
         raise NotImplementedError
 
+    # Payload keys that ``report_tables`` shows (left out of the generic artifact table).
+    report_keys: ClassVar[tuple[str, ...]] = ()
+
+    def report_tables(self, manifest: dict) -> list:
+        """Tables (``llmc.codegen.report.Table``) of the target's own facts in ``manifest``, shown by
+        report.md, ``llmc inspect`` and ``llmc compile``."""
+        return []
+
     def can_run(self) -> bool:
         return False
 

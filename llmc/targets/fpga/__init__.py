@@ -99,11 +99,16 @@ class FpgaTarget(Target):
                 "precision": P.to_json(), "offchip": offchip, "top": "llmc_top", "estimates": section}
         (out / "hls" / "fpga.json").write_text(json.dumps(fpga, indent=1, sort_keys=True) + "\n")
         files.append(out / "hls" / "fpga.json")
-        summary = {"device": device.name, "io": options.io, "latency_cycles": section["latency_cycles"],
-                   "latency_us": round(section["latency_s"] * 1e6, 3),
-                   **{k: f"{section['total'][k]:,} of {getattr(device, k):,}" for k in ("dsp", "bram36", "uram", "lut", "ff")},
-                   "offchip_weights": len(offchip), "estimates": "hls/fpga.json"}
+        summary = {"device": device.name, "part": device.part, "io": options.io, "bits": options.fpga_bits,
+                   "calibration": source, "offchip": offchip, "estimates": section}
         return Payload(files=[str(Path(f).relative_to(out)) for f in files], manifest={"fpga": summary})
+
+    report_keys = ("fpga",)
+
+    def report_tables(self, manifest: dict) -> list:
+        from llmc.targets.fpga.report import tables
+
+        return tables(manifest["payload"]["fpga"])
 
     def can_run(self) -> bool:
         from llmc.targets.fpga import csim

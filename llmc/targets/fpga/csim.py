@@ -25,6 +25,7 @@ import numpy as np
 from llmc.errors import TargetError
 
 FLAGS = ["-std=c++17", "-O2", "-Wno-unknown-pragmas", "-fPIC", "-shared"]
+LIBRARY_DIR = Path(__file__).parent / "hls"
 PIP = "pip install hls4ml==1.3.0  (or pip install -e '.[fpga]')"
 
 

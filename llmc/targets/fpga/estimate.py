@@ -75,6 +75,7 @@ class Unit:
     offchip: bool = False
     reuse: int = 1
     estimate: dict = field(default_factory=dict)
+    origin: str = ""
 
     @property
     def mults(self) -> int:
@@ -94,7 +95,7 @@ def unit_of(node, call: Call, weight_bits: int) -> Unit:
         per = call.macs // max(steps, 1)
     else:
         steps, per = max(call.outputs, 1), (math.ceil(call.macs / max(call.outputs, 1)) if call.macs else 0)
-    return Unit(node.name, node.op, call, steps, per, weight_bits)
+    return Unit(node.name, node.op, call, steps, per, weight_bits, origin=node.meta.origin or "")
 
 
 def estimate_unit(u: Unit, device: FpgaDevice, activation_bits: int) -> dict:
@@ -242,7 +243,7 @@ def _refusal(p: Plan, tot: dict, offchip_bytes: float) -> FitError:
     parts = []
     for k in p.over(tot):
         top = sorted(p.units, key=lambda u: -u.estimate[k])[:3]
-        names = ", ".join(f"{u.node} ({u.op}, {u.estimate[k]:,} {k})" for u in top)
+        names = ", ".join(f"{u.node} ({u.op}{' at ' + u.origin if u.origin else ''}: {u.estimate[k]:,} {k})" for u in top)
         parts.append(f"{k}: needs {tot[k]:,} of {int(budget[k]):,} usable ({tot[k] - budget[k]:,.0f} short); largest: {names}")
     if offchip_bytes > dev.memory_bytes:
         top = sorted((u for u in p.units if u.offchip), key=lambda u: -u.weight_bits)[:3]
