@@ -1,7 +1,7 @@
 """QDQ agreement: each NPU op as ONNX Runtime runs it against llmc's reference op running the
 same QDQ numerics (``qdq.reference_chunk``), in LSB of the op's output quantization step.
 
-    lsb = agreement(plan, artifact, "forward", feeds, provider="cpu")    # {"uint16": max LSB, ...}
+    by_dtype, by_op = agreement(plan, artifact, "forward", feeds)   # {"uint16": max LSB}, {"linear": ...}
 
 The schedule runs on ONNX Runtime with every NPU tensor exposed as an output; each NPU node's
 reference then reads the very (dequantized) inputs its ONNX form read, so a difference is
@@ -22,12 +22,13 @@ from llmc.targets.npu.runner import Session
 
 
 def agreement(plan: NpuPlan, artifact: Path, variant: str, feeds: dict[str, np.ndarray],
-              provider: str = "cpu") -> dict[str, float]:
-    """Largest difference in LSB per activation format over every NPU op's output."""
+              provider: str = "cpu") -> tuple[dict[str, float], dict[str, float]]:
+    """Largest difference in LSB over every NPU op's output, per activation format and per op kind."""
     session = _exposing(Path(artifact), plan, provider)
     values = session.run(variant, feeds)
     static = plan.variants[variant]
     worst: dict[str, float] = {}
+    by_op: dict[str, float] = {}
     for chunk in plan.chunks:
         if chunk.device != "npu":
             continue
@@ -38,7 +39,8 @@ def agreement(plan: NpuPlan, artifact: Path, variant: str, feeds: dict[str, np.n
                 p = plan.qdq.act[v.name]
                 lsb = float(np.abs(values[v.name] - mine[v.name]).max() / p.scale)
                 worst[p.dtype] = max(worst.get(p.dtype, 0.0), lsb)
-    return worst
+                by_op[node.op] = max(by_op.get(node.op, 0.0), lsb)
+    return worst, by_op
 
 
 def _exposing(artifact: Path, plan: NpuPlan, provider: str) -> Session:
