@@ -81,6 +81,8 @@ class Session:
                 qnn = chunk["device"] == "npu" and self.provider == "qnn"
                 options = _qnn_options() if qnn else ort.SessionOptions()
                 options.log_severity_level = 3
+                # dozens of sessions run one after another: threads that spin between runs starve the next one
+                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 model = self.models.get(chunk["file"])
                 if model is None:
                     model = str(self.path / chunk["file"])
