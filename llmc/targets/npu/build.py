@@ -72,7 +72,7 @@ def make_plan(graph: Graph, options, *, tokenizer: Path | None = None) -> NpuPla
                     "decode": Static({"batch": 1, "seq": 1, "ctx": cache_len}, cache_len)}
         layers = sum(1 for v in graph.inputs if v.name.startswith("cache_k."))
         loop = {"chunk": options.chunk, "cache_len": cache_len, "max_seq_len": length, "layers": layers,
-                "batch": 1}
+                "batch": 1, "all_logits": graph.outputs[0].type.shape[1] != 1}
     else:
         symbols = graph.symbols()
         if symbols:

@@ -12,7 +12,8 @@ fails to load instead of running partly on the CPU. CPU chunks always use the CP
 ``StepRunner`` is ``llmc.runtime.generate``'s runner over the ``prefill`` and ``decode``
 variants: batch 1; a prompt piece of any length runs as chunks of the compiled ``chunk``
 tokens, the last padded (pad rows are written after the context, where the cache has
-``chunk`` spare rows, and no real query sees them); one token runs the decode graph. The KV
+``chunk`` spare rows, and no real query sees them); one token runs the decode graph. An
+artifact compiled with ``all_logits`` returns the logits of every real token. The KV
 caches are the runner's float32 arrays, inputs and outputs of the CPU chunks.
 """
 
@@ -115,7 +116,7 @@ class StepRunner:
         self.session = session
         loop = session.schedule["loop"]
         self.chunk, self.cache_len, self.max_seq_len = loop["chunk"], loop["cache_len"], loop["max_seq_len"]
-        self.layers = loop["layers"]
+        self.layers, self.all_logits = loop["layers"], loop["all_logits"]
 
     def new_caches(self, spec, batch: int) -> list:
         if batch != 1:
@@ -128,11 +129,11 @@ class StepRunner:
         if ids.shape[0] != 1:
             raise InputError(f"NPU artifacts run one sequence at a time (got a batch of {ids.shape[0]})")
         n, ctx = ids.shape[1], mask.shape[1]
-        logits = None
+        parts = []
         for begin in range(0, n, self.chunk):
             end = min(begin + self.chunk, n)
-            logits = self._piece(ids[:, begin:end], positions[:, begin:end], mask[:, : ctx - n + end], caches)
-        return logits
+            parts.append(self._piece(ids[:, begin:end], positions[:, begin:end], mask[:, : ctx - n + end], caches))
+        return np.concatenate(parts, axis=1) if self.all_logits else parts[-1]
 
     def _piece(self, ids, positions, mask, caches) -> np.ndarray:
         m, ctx = ids.shape[1], mask.shape[1]
@@ -151,4 +152,5 @@ class StepRunner:
         values = self.session.run(variant, feeds)
         for i in range(self.layers):
             caches[2 * i], caches[2 * i + 1] = values[f"present_k.{i}"], values[f"present_v.{i}"]
-        return values["logits"]
+        logits = values["logits"]
+        return logits[:, :m] if logits.shape[1] == size else logits  # all positions: the real ones

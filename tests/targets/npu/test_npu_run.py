@@ -87,4 +87,21 @@ def test_llm_decode_uses_kv_cache_outside_the_graphs(tiny_llm):
     cpu_io = {n for c in chunks if c["device"] == "cpu" for n in c["inputs"] + c["outputs"]}
     assert not any(n.startswith(("cache_", "present_")) for n in npu_io)
     assert {"cache_k.0", "present_k.0", "cache_v.1", "present_v.1"} <= cpu_io
-    assert schedule["loop"] == {"chunk": 8, "cache_len": 72, "max_seq_len": 64, "layers": 2, "batch": 1}
+    assert schedule["loop"] == {"chunk": 8, "cache_len": 72, "max_seq_len": 64, "layers": 2, "batch": 1,
+                                "all_logits": False}
+
+
+def test_all_logits_artifact_scores_every_real_token(tmp_path):
+    import llmc
+    from llmc.examples import tiny_llama
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "ids.npz", input_ids=rng.integers(0, 256, (2, 8)).astype(np.int64))
+    art = llmc.compile(tiny_llama()[0], target="npu", output=tmp_path / "art", generation=True, max_seq_len=32,
+                       prefill_chunk=32, all_logits=True, chunk=4, calib=str(tmp_path / "ids.npz"))
+    gen, ref = art.generator(), art.generator(reference=True)
+    ids = rng.integers(0, 256, (1, 9))  # chunks of 4, 4 and 1 (the decode graph)
+    got = gen.prefill(ids, np.ones(ids.shape, bool), gen.runner.new_caches(gen.spec, 1), every_chunk=True)
+    want = ref.prefill(ids, np.ones(ids.shape, bool), ref.runner.new_caches(ref.spec, 1), every_chunk=True)
+    assert got.shape == want.shape == (1, 9, 256)
+    assert (got.argmax(-1) == want.argmax(-1)).mean() >= 0.8
