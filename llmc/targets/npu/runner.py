@@ -136,6 +136,16 @@ class StepRunner:
         return np.concatenate(parts, axis=1) if self.all_logits else parts[-1]
 
     def _piece(self, ids, positions, mask, caches) -> np.ndarray:
+        m = ids.shape[1]
+        variant, feeds = self.feeds(ids, positions, mask, caches)
+        values = self.session.run(variant, feeds)
+        for i in range(self.layers):
+            caches[2 * i], caches[2 * i + 1] = values[f"present_k.{i}"], values[f"present_v.{i}"]
+        logits = values["logits"]
+        return logits[:, :m] if logits.shape[1] == len(feeds["slots"]) else logits  # all positions: the real ones
+
+    def feeds(self, ids, positions, mask, caches) -> tuple[str, dict[str, np.ndarray]]:
+        """The variant and the static inputs of one piece of at most ``chunk`` tokens."""
         m, ctx = ids.shape[1], mask.shape[1]
         variant, size = ("decode", 1) if m == 1 else ("prefill", self.chunk)
         pad = size - m
@@ -149,8 +159,4 @@ class StepRunner:
         }
         for i in range(self.layers):
             feeds[f"cache_k.{i}"], feeds[f"cache_v.{i}"] = caches[2 * i], caches[2 * i + 1]
-        values = self.session.run(variant, feeds)
-        for i in range(self.layers):
-            caches[2 * i], caches[2 * i + 1] = values[f"present_k.{i}"], values[f"present_v.{i}"]
-        logits = values["logits"]
-        return logits[:, :m] if logits.shape[1] == size else logits  # all positions: the real ones
+        return variant, feeds
