@@ -137,15 +137,24 @@ def write(plan: NpuPlan, out: Path) -> Payload:
     (out / SCHEDULE).write_text(json.dumps(schedule, indent=1) + "\n")
     files.append(SCHEDULE)
     facts = summary(graph, plan.placement, node_flops(graph, plan.variants))
+    chunk_weights = [_int8_bytes(c) for c in plan.chunks if c.device == NPU]
     manifest = {
         "runtime": "onnxruntime (CPU provider; NPU chunks on the QNN EP with LLMC_NPU_EP=qnn)",
         "profile": {"name": plan.profile.name, "description": plan.profile.description},
         "placement": facts, "graphs": len(files) - 2,
         "chunks": {"npu": sum(c.device == NPU for c in plan.chunks), "cpu": sum(c.device != NPU for c in plan.chunks)},
         "variants": {v: dict(s.env) for v, s in plan.variants.items()},
+        "on_chip": {"sram_bytes": plan.profile.sram_bytes, "largest_npu_chunk_weights": max(chunk_weights, default=0),
+                    "npu_chunks_streaming_weights": sum(b > plan.profile.sram_bytes for b in chunk_weights)},
         "quantization": plan.qdq.to_json(), "weights_bytes": weight_bytes, "schedule": SCHEDULE,
     }
     return Payload(files=files, manifest=manifest)
+
+
+def _int8_bytes(chunk: Chunk) -> int:
+    """Bytes of the constants an NPU chunk reads, at one byte per element (int8 weights dominate)."""
+    seen = {v.name: v.type.numel for n in chunk.nodes for v in n.inputs if v.is_const}
+    return int(sum(seen.values()))
 
 
 def node_flops(graph: Graph, variants: dict[str, Static]) -> dict[str, float]:

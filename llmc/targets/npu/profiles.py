@@ -41,7 +41,8 @@ class Profile:
     ``activation``: the activation format per model kind (``llm``: transformer layers, ``cnn``:
     convolutional models). ``per_channel``: ops whose weights may have a scale per output channel
     (every other weight has one scale). ``cpu_by_choice``: op -> why it stays on the CPU although
-    the device could run it.
+    the device could run it. ``sram_bytes``: on-chip memory; an NPU chunk whose weights exceed it
+    streams them from DRAM (the manifest counts such chunks).
     """
 
     name: str
