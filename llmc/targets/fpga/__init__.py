@@ -19,7 +19,7 @@ import numpy as np
 from llmc.codegen.target import Payload, Target, register_target
 from llmc.errors import TargetError, UnsupportedOpError
 from llmc.ir.graph import Graph
-from llmc.targets.fpga import devices, ops_core  # noqa: F401  (ops_core registers its kernels)
+from llmc.targets.fpga import devices, ops_attention, ops_core, ops_nonlinear  # noqa: F401  (they register kernels)
 from llmc.targets.fpga.kernels import KERNELS
 
 IO_STYLES = ("io_parallel",)

@@ -104,6 +104,11 @@ class Emitter:
         outputs = {v.name for v in self.graph.outputs}
         for node, calls in self.calls:
             for call in calls:
+                if call.kernel == "alias" and call.args[1].name in outputs:  # an output array cannot be renamed
+                    src, dst = call.args
+                    t = self.P.types[dst.name]
+                    call = Call("cast", "llmc_eltwise.h", {"in_t": t, "out_t": t}, {"size": numel(self._value(dst.name)),
+                                "parallel": 1}, call.args)
                 if call.kernel == "alias":
                     src, dst = call.args
                     t = self.P.types[dst.name].cpp()
@@ -150,6 +155,8 @@ class Emitter:
     def _arg(self, a) -> str:
         if a.kind == "none":
             return "nullptr"
+        if a.kind == "expr":
+            return a.name
         if a.kind == "const":
             return "c" + self.names[a.name][1:]
         return self.names[a.name]

@@ -12,13 +12,14 @@ rows of a dense layer, output pixels of a convolution, elements of anything else
                                                           (small products go to LUTs, as FINN does)
     LUT      = M * (a * b / 2 if LUT multipliers) + M * acc_bits (adder tree) + 100 (control)
     FF       = M * (acc_bits + max(a, b)) + 100
-    BRAM36   on-chip weights read M at a time from R-deep memories:
-               ceil(M * w_bits / 36) * ceil(R / 1024) when R > 1 (R = 1: weights are constants
-               folded into the logic, LUT += weight bits / 4); URAM instead (72 x 4096 blocks,
-               ceil(M * w_bits / 72) * ceil(R / 4096)) for weights over 1 Mb where the device has it;
-               off-chip weights need a double-buffered burst line: 2 * ceil(M * w_bits / 36);
+    BRAM36   on-chip weights read M at a time: max(ceil(M * w / 72), ceil(weight bits / 36 Kb))
+               blocks (two 36-bit ports each) when R > 1 (R = 1: weights are constants folded into
+               the logic, LUT += weight bits / 4); URAM instead (two 72-bit ports, 288 Kb:
+               max(ceil(M * w / 144), ceil(bits / 288 Kb))) for weights over 1 Mb where the device
+               has it; off-chip weights need a double-buffered burst line: 2 * ceil(M * w / 72);
                activations over 1 Kb: ceil(bits / 36 Kb) blocks each (io_parallel keeps every
-               intermediate buffer), lookup tables: ceil(table bits / 36 Kb)
+               intermediate buffer), over 1 Mb in URAM where the device has it (ceil(bits / 288 Kb));
+               lookup tables: ceil(table bits / 36 Kb)
     cycles   = S * R + depth,  depth = ceil(log2(sum length)) + 4
                off-chip weights: max(S * R, weight bytes / (bandwidth / clock)) + depth + 64 (burst latency)
 
@@ -111,14 +112,16 @@ def estimate_unit(u: Unit, device: FpgaDevice, activation_bits: int) -> dict:
     w_bits = u.weight_bits
     word = _width(t.get("weight_t")) if "weight_t" in t else 0
     if w_bits and u.offchip:
-        est["bram36"] += 2 * math.ceil(m * word / 36)
+        est["bram36"] += 2 * math.ceil(m * word / 72)
     elif w_bits and u.reuse == 1:
         est["lut"] += w_bits // 4
     elif w_bits and w_bits > 1 << 20 and device.uram:
-        est["uram"] += math.ceil(m * word / 72) * math.ceil(u.reuse / 4096)
+        est["uram"] += max(math.ceil(m * word / 144), math.ceil(w_bits / URAM_BITS))
     elif w_bits:
-        est["bram36"] += max(math.ceil(m * word / 36) * math.ceil(u.reuse / 1024), math.ceil(w_bits / BRAM_BITS))
-    if activation_bits > 1024:
+        est["bram36"] += max(math.ceil(m * word / 72), math.ceil(w_bits / BRAM_BITS))
+    if activation_bits > 1 << 20 and device.uram:
+        est["uram"] += math.ceil(activation_bits / URAM_BITS)
+    elif activation_bits > 1024:
         est["bram36"] += math.ceil(activation_bits / BRAM_BITS)
     else:
         est["ff"] += activation_bits
@@ -199,15 +202,9 @@ def plan(units: list[Unit], device: FpgaDevice, activation_bits: dict[str, int])
             break
         worst.reuse = min(worst.reuse * 2, worst.max_reuse)
         tot = p.refresh()
-    while (tot["bram36"] > budget["bram36"] or tot["uram"] > budget["uram"]) and device.memory_bytes:
-        onchip = [u for u in units if u.weight_bits and not u.offchip]
-        if not onchip:
+    while tot["bram36"] > budget["bram36"] or tot["uram"] > budget["uram"]:
+        if not _relieve_memory(p, device):
             break
-        big = max(onchip, key=lambda u: u.weight_bits)
-        big.offchip = True
-        per_cycle = device.bandwidth / (device.clock_mhz * 1e6)  # bytes per cycle
-        words = max(per_cycle * 8 / max(_width(big.call.types.get("weight_t")), 1), 1)
-        big.reuse = min(max(big.reuse, math.ceil(big.per_step / words)), big.max_reuse)
         tot = p.refresh()
     _speed_up(p, budget)
     tot = p.refresh()
@@ -216,6 +213,28 @@ def plan(units: list[Unit], device: FpgaDevice, activation_bits: dict[str, int])
         raise _refusal(p, tot, offchip_bytes)
     p.apply()
     return p
+
+
+def _relieve_memory(p: Plan, device: FpgaDevice) -> bool:
+    """One step against on-chip memory use: the call using the most either reads its weights
+    through fewer ports (doubled R), or keeps them off chip (R raised until its multipliers do
+    not outrun the bandwidth). False when no call can give anything back."""
+    def use(u):
+        return u.estimate["bram36"] + 8 * u.estimate["uram"]
+
+    for u in sorted((u for u in p.units if u.weight_bits), key=use, reverse=True):
+        word = _width(u.call.types.get("weight_t"))
+        port_bound = math.ceil(u.mults * word / 72) > math.ceil(u.weight_bits / BRAM_BITS)
+        if (u.offchip or port_bound) and u.reuse < u.max_reuse and u.mults > 1:
+            u.reuse = min(u.reuse * 2, u.max_reuse)
+            return True
+        if not u.offchip and device.memory_bytes:
+            u.offchip = True
+            per_cycle = device.bandwidth / (device.clock_mhz * 1e6)  # bytes per cycle
+            words = max(per_cycle * 8 / max(word, 1), 1)
+            u.reuse = min(max(u.reuse, math.ceil(u.per_step / words)), u.max_reuse)
+            return True
+    return False
 
 
 def _speed_up(p: Plan, budget: dict) -> None:

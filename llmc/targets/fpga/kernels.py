@@ -29,7 +29,8 @@ Codes = np.ndarray
 @dataclass
 class Arg:
     """One argument of a kernel call: an activation array (``act``), the integer codes of a
-    weight (``code``), a constant read as a typed array (``const``), or a null pointer (``none``)."""
+    weight (``code``), a constant read as a typed array (``const``), a C++ expression such as the
+    runtime ``ctx`` (``expr``), or a null pointer (``none``)."""
 
     kind: str
     name: str = ""

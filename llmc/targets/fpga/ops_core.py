@@ -250,6 +250,8 @@ class Binary:
     def emulate(node, args, P):
         (a, b), (ta, tb) = args, (P.of(v) for v in node.inputs)
         out = P.of(node.output)
+        if node.op in ("and", "or"):
+            return [((a != 0) & (b != 0) if node.op == "and" else (a != 0) | (b != 0)).astype(np.int64)]
         if node.op == "mul":
             return [out.cast(a * b, ta.frac + tb.frac)]
         f = max(ta.frac, tb.frac)

@@ -143,6 +143,7 @@ class Precision:
 
     types: dict[str, Fixed]
     accum: dict[str, Fixed]
+    sizes: dict[str, int] = field(default_factory=dict)  # runtime symbols (ctx) of the step being emulated
 
     def of(self, v: Value) -> Fixed:
         return self.types[v.name]

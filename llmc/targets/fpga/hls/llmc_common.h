@@ -18,9 +18,11 @@ namespace llmc {
 template <class T> struct code_of;
 template <int W, int I, ap_q_mode Q, ap_o_mode O, int N> struct code_of<ap_fixed<W, I, Q, O, N> > {
     typedef ap_int<W> type;
+    static const bool is_signed = true;
 };
 template <int W, int I, ap_q_mode Q, ap_o_mode O, int N> struct code_of<ap_ufixed<W, I, Q, O, N> > {
     typedef ap_uint<W> type;
+    static const bool is_signed = false;
 };
 
 // The value whose integer code is c (the low T::width bits of c).
@@ -37,6 +39,17 @@ template <class T> inline long long to_code(const T &v) {
     bits.range(T::width - 1, 0) = v.range(T::width - 1, 0);
     return bits.to_int64();
 }
+
+// The value of code c (at T's fractional bits) brought into T by T's overflow mode.
+template <class T> inline T assign_code(long long c) {
+    const long long hi = code_of<T>::is_signed ? (1LL << (T::width - 1)) - 1 : (long long)((1ULL << T::width) - 1);
+    const long long lo = code_of<T>::is_signed ? -(1LL << (T::width - 1)) : 0;
+    if (T::omode == AP_SAT) c = c > hi ? hi : (c < lo ? lo : c);
+    return from_code<T>(c);
+}
+
+// floor(c * 2^by): exact left shift or arithmetic (flooring) right shift.
+inline long long shift_floor(long long c, int by) { return by >= 0 ? c << by : c >> (-by); }
 
 // Position of the highest set bit of u > 0.
 inline int msb(unsigned long long u) {

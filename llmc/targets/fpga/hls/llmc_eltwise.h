@@ -4,7 +4,7 @@
 // and per operand the element stride of each output dim (0 where the operand is broadcast),
 // so one kernel serves add/sub/mul with any broadcast, transpose, slice and concatenation.
 // unary CFG: in_t, out_t, size. binary CFG: a_t, b_t, out_t, rank, shape[], a_stride[],
-// b_stride[], a_offset, b_offset, op (0 add, 1 sub, 2 mul, 3 max, 4 min).
+// b_stride[], a_offset, b_offset, op (0 add, 1 sub, 2 mul, 3 max, 4 min, 5 and, 6 or).
 // gather_copy CFG (transpose/slice/concat part): in_t, out_t, rank, shape[], in_stride[],
 // in_offset, out_stride[], out_offset.
 #ifndef LLMC_ELTWISE_H_
@@ -21,7 +21,7 @@ template <class CFG> int numel() {
 }
 
 // The flat index into an operand with strides `stride` of output element `i`.
-template <class CFG> int operand_index(int i, const int *stride, int offset) {
+template <class CFG> int operand_index(int i, const long long *stride, int offset) {
     int index = offset;
     for (int d = CFG::rank - 1; d >= 0; --d) {
         index += (i % CFG::shape[d]) * stride[d];
@@ -59,7 +59,9 @@ Elements:
         case 1: y[i] = u - v; break;
         case 2: y[i] = u * v; break;
         case 3: if (u > v) y[i] = u; else y[i] = v; break;
-        default: if (u < v) y[i] = u; else y[i] = v; break;
+        case 4: if (u < v) y[i] = u; else y[i] = v; break;
+        case 5: y[i] = (u != 0 && v != 0) ? 1 : 0; break;
+        default: y[i] = (u != 0 || v != 0) ? 1 : 0; break;
         }
     }
 }
