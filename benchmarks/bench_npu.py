@@ -14,7 +14,8 @@ SmolLM2 also gets:
     against llmc's float32 run of the same step graph (the reference interpreter): the tokens
     before the first difference, and the positions that agree;
   - perplexity (``llmc.runtime.perplexity.evaluate``) of the NPU recipe against float32, on a
-    short prefix of the evaluation corpus (``--ppl-tokens``, windows of 256, stride 128);
+    short prefix of the evaluation corpus (``--ppl-tokens``, windows of 256, stride 128), and of
+    the recipe with one scale per linear weight instead of one per output channel;
   - attention softmax: relative error of the attention output when its probabilities are
     rounded to uint16 / uint8 (the reason qnn-htp keeps the softmax on the CPU).
 
@@ -39,6 +40,7 @@ import llmc
 from llmc.codegen.target import get_target
 from llmc.targets.npu.agreement import agreement
 from llmc.targets.npu.build import make_plan
+from llmc.targets.npu.profiles import get_profile
 from llmc.targets.npu.runner import Session, StepRunner, qnn_available
 
 RESULT = Path(__file__).parent / "results" / "bench_npu.json"
@@ -59,7 +61,7 @@ def facts(art, build_s: float) -> dict:
     payload = art.manifest["payload"]
     out = {"build_s": round(build_s, 2), "graphs": payload["graphs"], "chunks": payload["chunks"],
            "placement": {k: v for k, v in payload["placement"].items() if k != "cpu_ops"},
-           "cpu_ops": payload["placement"]["cpu_ops"], "weights_bytes": payload["weights_bytes"],
+           "cpu_ops": payload["placement"]["cpu_ops"], "weights_bytes": payload["weights_bytes"], "on_chip": payload["on_chip"],
            "activations": payload["quantization"]["activations"]}
     for provider in ("cpu", "qnn") if qnn_available() else ("cpu",):
         session = Session(art.path, provider)
@@ -163,10 +165,16 @@ def smollm2_case(folder: Path, ppl_tokens: int) -> dict:
     kw = {"window": 256, "stride": 128, "max_tokens": ppl_tokens}
     npu = evaluate("smollm2-135m", target="npu", chunk=128, **kw)
     log(f"perplexity npu {npu.ppl:.3f}")
+    per_tensor = folder / "per-tensor.json"  # qnn-htp with one scale per linear weight (llm.npu's choice)
+    per_tensor.write_text(json.dumps({**get_profile("qnn-htp").to_json(), "name": "qnn-htp-per-tensor",
+                                      "per_channel": ["conv2d"]}))
+    tensor = evaluate("smollm2-135m", target="npu", chunk=128, device=str(per_tensor), **kw)
+    log(f"perplexity npu, per-tensor linear weights {tensor.ppl:.3f}")
     ref = evaluate("smollm2-135m", target="reference", **kw)
     log(f"perplexity float32 {ref.ppl:.3f}")
     result["perplexity"] = {"npu": round(npu.ppl, 4), "float32": round(ref.ppl, 4),
                             "delta": round(npu.ppl - ref.ppl, 4), "relative": round(npu.ppl / ref.ppl - 1, 4),
+                            "npu_per_tensor_linear_weights": round(tensor.ppl, 4),
                             "tokens": npu.tokens, "window": 256, "stride": 128, "corpus_sha256": npu.corpus_sha256}
     return result
 

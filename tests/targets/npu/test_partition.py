@@ -21,7 +21,7 @@ def step_graph():
 
 def test_builtin_profiles_are_data():
     htp, generic = get_profile("qnn-htp"), get_profile("generic-int8")
-    assert htp.activation == {"llm": "uint16", "cnn": "uint8"} and htp.per_channel == {"conv2d"}
+    assert htp.activation == {"llm": "uint16", "cnn": "uint8"} and htp.per_channel == {"conv2d", "linear"}
     assert generic.activation_dtype("llm") == "uint8" and not generic.per_channel
     assert set(PROFILES) >= {"qnn-htp", "generic-int8"}
 
@@ -51,6 +51,7 @@ def test_partition_tags_only_and_says_why(step_graph):
     assert "softmax runs in float32" in placement[attention.name].reason
 
 
+@pytest.mark.filterwarnings("ignore:op batch_norm is not supported")
 def test_unsupported_op_falls_back_with_a_warning_naming_it():
     graph = load_model("small-cnn")  # batch_norm and reduce_mean are not ops of generic-int8
     with pytest.warns(NpuFallbackWarning, match="op reduce_mean is not supported by NPU profile generic-int8"):
