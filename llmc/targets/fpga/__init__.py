@@ -18,8 +18,10 @@ import numpy as np
 
 from llmc.codegen.target import Payload, Target, register_target
 from llmc.errors import TargetError, UnsupportedOpError
+from llmc.ir import shapes as S
 from llmc.ir.graph import Graph
 from llmc.targets.fpga import devices, ops_attention, ops_core, ops_nonlinear  # noqa: F401  (they register kernels)
+from llmc.targets.fpga.bind import capacity  # registers the bind_sizes pass
 from llmc.targets.fpga.kernels import KERNELS
 
 IO_STYLES = ("io_parallel",)
@@ -30,7 +32,9 @@ class FpgaOptions:
     """device: a profile of ``llmc.targets.fpga.devices``; fpga_bits: the default fixed-point
     width; io: the architecture (``io_parallel``: arrays, calls in sequence); precision: JSON
     overrides (file or text, see ``precision``); calibration_inputs: an .npz of model inputs to
-    take ranges from (default: seeded synthetic samples); calibration_samples: how many synthetic."""
+    take ranges from (default: seeded synthetic samples); calibration_samples: how many synthetic;
+    seq: tokens per generation step (symbols ``batch``/``seq`` are bound to 1/seq; ``ctx`` stays a
+    runtime argument)."""
 
     device: str = "zcu102"
     fpga_bits: int = 16
@@ -38,11 +42,13 @@ class FpgaOptions:
     precision: str = ""
     calibration_inputs: str = ""
     calibration_samples: int = 4
+    seq: int = 1
 
     def __post_init__(self):
         try:
             self.fpga_bits = int(self.fpga_bits)
             self.calibration_samples = int(self.calibration_samples)
+            self.seq = int(self.seq)
         except ValueError:
             raise TargetError(f"fpga_bits and calibration_samples must be integers, got {self.fpga_bits!r}, "
                               f"{self.calibration_samples!r}") from None
@@ -57,12 +63,14 @@ class FpgaTarget(Target):
     name = "fpga"
     description = "Vitis HLS C++ in ap_fixed precision from calibration, estimates per device, g++ C-simulation"
     Options = FpgaOptions
-    pipelines = {"O0": ["dce"], "O1": ["fixpoint(canonicalize, constant_fold, cse, dce)", "fuse", "dce"]}
+    pipelines = {"O0": ["dce", "bind_sizes"], "O1": ["fixpoint(canonicalize, constant_fold, cse, dce)", "fuse", "dce", "bind_sizes"]}
     default_level = "O1"
 
     def pass_options(self, options) -> dict:
-        # fusion only folds batch norms into convolutions: each other op is one kernel call
-        return {"fuse": {"rules": (), "horizontal": False, "fold": True}}
+        # fusion only folds batch norms into convolutions: each other op is one kernel call;
+        # a generation step is one sequence and ``seq`` tokens (1: a decode step)
+        return {"fuse": {"rules": (), "horizontal": False, "fold": True},
+                "bind_sizes": {"sizes": {"batch": 1, "seq": options.seq}}}
 
     def quant_formats(self) -> tuple[str, ...]:
         return ()
@@ -78,8 +86,9 @@ class FpgaTarget(Target):
             reason = check(node) if check else None
             if reason:
                 problems.setdefault(f"{node.op} ({reason})", []).append(node.meta.origin or node.name)
+        runtime = set(capacity(graph))
         for v in [*graph.inputs, *(o for n in graph.nodes for o in n.outputs)]:
-            if not all(isinstance(d, int) for d in v.type.shape):
+            if S.symbols(v.type.shape) - runtime:
                 raise TargetError(f"the fpga target needs static shapes; {v.name} has shape {list(v.type.shape)}",
                                   hint="give fixed input shapes (--input-shape) or example inputs")
         if problems:

@@ -6,8 +6,9 @@ installed package at build time; llmc does not carry copies. Builds are cached i
 again, or another artifact with the same project, does not compile again.
 
 The library exports ``int llmc_csim(const long long *const *inputs, long long *const *outputs,
-const void *const *offchip)``: input codes, output codes, and the off-chip weight buffers in
-the order of ``payload.fpga.offchip`` (the host's job on a board: the m_axi buffers).
+const void *const *offchip, long long ctx)``: input codes, output codes, the off-chip weight
+buffers in the order of ``payload.fpga.offchip`` (the host's job on a board: the m_axi buffers),
+and a generation step's ``ctx`` (ignored otherwise).
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ def build(hls: Path) -> Path:
     return target
 
 
-def run(library: Path, inputs: list[np.ndarray], output_sizes: list[int], offchip: list[np.ndarray]) -> list[np.ndarray]:
+def run(library: Path, inputs: list[np.ndarray], output_sizes: list[int], offchip: list[np.ndarray],
+        ctx: int = 0) -> list[np.ndarray]:
     """Call ``llmc_csim`` of ``library`` on input codes; output codes (int64, flat)."""
     lib = ctypes.CDLL(str(library))
     fn = lib.llmc_csim
@@ -103,6 +105,6 @@ def run(library: Path, inputs: list[np.ndarray], output_sizes: list[int], offchi
     in_ptrs = (P * max(len(ins), 1))(*[a.ctypes.data_as(P) for a in ins])
     out_ptrs = (P * max(len(outs), 1))(*[a.ctypes.data_as(P) for a in outs])
     w_ptrs = (ctypes.c_void_p * max(len(weights), 1))(*[w.ctypes.data for w in weights])
-    if fn(in_ptrs, out_ptrs, w_ptrs) != 0:
+    if fn(in_ptrs, out_ptrs, w_ptrs, ctypes.c_longlong(ctx)) != 0:
         raise TargetError(f"the C-simulation in {library} failed")
     return outs

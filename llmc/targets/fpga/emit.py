@@ -24,6 +24,7 @@ from string import Template
 import numpy as np
 
 from llmc.ir.graph import Graph, Value
+from llmc.targets.fpga.bind import RUNTIME, capacity
 from llmc.targets.fpga.emulate import constant_codes
 from llmc.targets.fpga.fixed import Fixed
 from llmc.targets.fpga.kernels import Call, code_type, dtype_of, numel
@@ -86,12 +87,15 @@ class Emitter:
         self.graph, self.P, self.calls, self.offchip = graph, P, calls, offchip
         self.device, self.part, self.clock = device, part, clock_mhz
         self.names = Names(graph)
+        self.runtime = bool(capacity(graph))  # a generation step: the top function takes ctx
         self.weights = sorted({a.name for _, cs in calls for c in cs for a in c.args if a.kind in ("code", "const")})
 
     def signature(self) -> str:
         parts = [f"const {self.P.of(v).cpp()} {self.names[v.name]}[{numel(v)}]" for v in self.graph.inputs]
         parts += [f"{self.P.of(v).cpp()} {self.names[v.name]}[{numel(v)}]" for v in self.graph.outputs]
         parts += [f"const {code_type(self.P.types[w])} *{self.names[w]}" for w in self.weights if w in self.offchip]
+        if self.runtime:
+            parts.append(f"int {RUNTIME}")
         return ", ".join(parts)
 
     def write(self, hls: Path) -> list[Path]:
@@ -112,7 +116,7 @@ class Emitter:
                 if call.kernel == "alias":
                     src, dst = call.args
                     t = self.P.types[dst.name].cpp()
-                    lines.append(f"    {t} *{self.names[dst.name]} = {self._arg(src)};  // {node.name}: same array, new shape")
+                    lines.append(f"    const {t} *{self.names[dst.name]} = {self._arg(src)};  // {node.name}: same array, new shape")
                     continue
                 cfg = f"config{len(configs)}"
                 configs.append(render_config(cfg, call))
@@ -206,11 +210,14 @@ class Emitter:
             args.append(name)
         for i, w in enumerate(w for w in self.weights if w in self.offchip):
             args.append(f"(const {code_type(self.P.types[w])} *)offchip[{i}]")
+        if self.runtime:
+            args.append(f"(int){RUNTIME}")
         return template("bridge.cpp.in").substitute(top=TOP, convert_in="\n".join(conv_in),
                                                     invoke=f"    {TOP}({', '.join(args)});", convert_out="\n".join(conv_out))
 
     def testbench(self, hls: Path, inputs: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> list[Path]:
-        """``<top>_test.cpp`` and ``tb_data/``: input codes and the output codes the emulation predicts."""
+        """``<top>_test.cpp`` and ``tb_data/``: input codes (and ``ctx``, from ``P.sizes``) and the
+        output codes the emulation predicts."""
         data = hls / "tb_data"
         data.mkdir()
         read, compare, args, files = [], [], [], []
@@ -233,6 +240,10 @@ class Emitter:
             n = numel(self.graph.constants[w])
             read.append(f'    std::vector<{ct}> {self.names[w]} = read_binary<{ct}>("firmware/weights/{self.names[w]}.bin", {n});')
             args.append(f"{self.names[w]}.data()")
+        if self.runtime:
+            files.append(_write_codes(data / f"{RUNTIME}.dat", np.array([self.P.sizes[RUNTIME]])))
+            read.append(f'    const int {RUNTIME} = (int)read_codes("tb_data/{RUNTIME}.dat", 1)[0];')
+            args.append(RUNTIME)
         path = hls / f"{TOP}_test.cpp"
         path.write_text(template("testbench.cpp.in").substitute(
             top=TOP, read="\n".join(read), invoke=f"    {TOP}({', '.join(args)});", compare="\n".join(compare)))

@@ -14,19 +14,29 @@ import numpy as np
 
 from llmc.errors import InputError
 from llmc.ir.graph import Graph, Value
-from llmc.targets.fpga.kernels import KERNELS
+from llmc.targets.fpga.kernels import CAPACITY, KERNELS, shape
 from llmc.targets.fpga.precision import Precision
 
 
 def input_codes(graph: Graph, P: Precision, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Codes of the graph's inputs (checked against the signature)."""
+    """Codes of the graph's inputs (checked against the signature), laid out at their array
+    shapes (a mask of ``ctx`` positions padded with zeros to the buffer's capacity); the runtime
+    sizes (``ctx``) go to ``P.sizes``."""
     from llmc.ir.interpreter import bind_inputs
 
     missing = [v.name for v in graph.inputs if v.name not in inputs]
     if missing:
         raise InputError(f"missing inputs {missing}", hint=f"the model's inputs are {[v.name for v in graph.inputs]}")
-    bind_inputs(graph, [np.asarray(inputs[v.name]) for v in graph.inputs])
-    return {v.name: encode(v, P, inputs[v.name]) for v in graph.inputs}
+    env = bind_inputs(graph, [np.asarray(inputs[v.name]) for v in graph.inputs])
+    P.sizes = {k: v for k, v in env.items() if k in CAPACITY}
+    codes = {}
+    for v in graph.inputs:
+        c = encode(v, P, inputs[v.name])
+        full = shape(v)
+        if list(c.shape) != full:
+            c = np.pad(c, [(0, f - n) for f, n in zip(full, c.shape)])
+        codes[v.name] = c
+    return codes
 
 
 def encode(v: Value, P: Precision, array: np.ndarray) -> np.ndarray:
@@ -48,7 +58,7 @@ def run_codes(graph: Graph, P: Precision, codes: Mapping[str, np.ndarray]) -> di
     for i, node in enumerate(graph.nodes):
         args = [values[v.name] if v.name in values else constant_codes(v, P) for v in node.inputs]
         for v, out in zip(node.outputs, KERNELS[node.op].emulate(node, args, P)):
-            values[v.name] = np.asarray(out, np.int64).reshape([int(d) for d in v.type.shape])
+            values[v.name] = np.asarray(out, np.int64).reshape(shape(v))
         for v in node.inputs:
             if last.get(v.name) == i and v.name not in keep:
                 values.pop(v.name, None)

@@ -14,7 +14,7 @@ rows of a dense layer, output pixels of a convolution, elements of anything else
     FF       = M * (acc_bits + max(a, b)) + 100
     BRAM36   on-chip weights read M at a time: max(ceil(M * w / 72), ceil(weight bits / 36 Kb))
                blocks (two 36-bit ports each) when R > 1 (R = 1: weights are constants folded into
-               the logic, LUT += weight bits / 4); URAM instead (two 72-bit ports, 288 Kb:
+               the logic, LUT += weight bits / 4; tables read one row at a time, as embeddings, are ROMs); URAM instead (two 72-bit ports, 288 Kb:
                max(ceil(M * w / 144), ceil(bits / 288 Kb))) for weights over 1 Mb where the device
                has it; off-chip weights need a double-buffered burst line: 2 * ceil(M * w / 72);
                activations over 1 Kb: ceil(bits / 36 Kb) blocks each (io_parallel keeps every
@@ -113,7 +113,7 @@ def estimate_unit(u: Unit, device: FpgaDevice, activation_bits: int) -> dict:
     word = _width(t.get("weight_t")) if "weight_t" in t else 0
     if w_bits and u.offchip:
         est["bram36"] += 2 * math.ceil(m * word / 72)
-    elif w_bits and u.reuse == 1:
+    elif w_bits and u.reuse == 1 and u.per_step:
         est["lut"] += w_bits // 4
     elif w_bits and w_bits > 1 << 20 and device.uram:
         est["uram"] += max(math.ceil(m * word / 144), math.ceil(w_bits / URAM_BITS))

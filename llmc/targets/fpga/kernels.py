@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from llmc.errors import TargetError
+from llmc.ir import shapes as S
 from llmc.ir.graph import Node
 from llmc.targets.fpga.fixed import Fixed
 from llmc.targets.fpga.precision import Precision
@@ -87,8 +88,19 @@ def dtype_of(t: Fixed) -> np.dtype:
     return np.dtype(code_type(t)[:-2]).newbyteorder("<")
 
 
+# Sizes arrays take for runtime symbols (``ctx``: the KV buffer's capacity), set per graph by
+# ``use_capacity`` before its calls are made or emulated (``llmc.targets.fpga.bind.capacity``).
+CAPACITY: dict[str, int] = {}
+
+
+def use_capacity(sizes: dict[str, int]) -> None:
+    CAPACITY.clear()
+    CAPACITY.update(sizes)
+
+
 def shape(v) -> list[int]:
-    return [int(d) for d in v.type.shape]
+    """The array shape of ``v``: runtime symbols at their capacity."""
+    return [d if isinstance(d, int) else S.evaluate(d, CAPACITY) for d in v.type.shape]
 
 
 def numel(v) -> int:

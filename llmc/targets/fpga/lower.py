@@ -15,12 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from llmc.errors import InputError
+from llmc.ir import shapes as S
 from llmc.ir.graph import Graph
 from llmc.targets.fpga import emulate
+from llmc.targets.fpga.bind import RUNTIME, capacity
 from llmc.targets.fpga.devices import FpgaDevice
 from llmc.targets.fpga.emit import Emitter
 from llmc.targets.fpga.estimate import Plan, plan, unit_of
-from llmc.targets.fpga.kernels import KERNELS, numel
+from llmc.targets.fpga.kernels import KERNELS, numel, use_capacity
 from llmc.targets.fpga.precision import Overrides, Precision, assign, calibration_ranges
 
 SEED = 0
@@ -43,19 +45,24 @@ def calibration_samples(graph: Graph, npz: str, count: int) -> tuple[list[dict[s
         if shaped:
             return [arrays], str(path)
         return [{k: a[i] for k, a in arrays.items()} for i in range(len(arrays[names[0]]))], str(path)
+    from llmc.frontend.decoder import is_step_graph
+
     rng = np.random.default_rng(SEED)
     vocab = {n.inputs[1].name: int(n.inputs[0].type.shape[0]) for n in graph.nodes if n.op == "embedding"}
+    env = {k: max(v // 2, 1) for k, v in capacity(graph).items()}  # a step halfway into the KV buffer
+    step = is_step_graph(graph)
     samples = []
     for _ in range(count):
         sample = {}
         for v in graph.inputs:
-            shape = tuple(int(d) for d in v.type.shape)
+            shape = S.evaluate_shape(v.type.shape, env)
             if v.type.dtype.is_float:
                 sample[v.name] = rng.standard_normal(shape).astype(v.type.dtype.np)
             elif v.name in vocab:
                 sample[v.name] = rng.integers(0, vocab[v.name], shape).astype(v.type.dtype.np)
             elif "position" in v.name:
-                sample[v.name] = np.broadcast_to(np.arange(shape[-1]), shape).astype(v.type.dtype.np)
+                start = env.get(RUNTIME, shape[-1]) - shape[-1] if step else 0
+                sample[v.name] = np.broadcast_to(start + np.arange(shape[-1]), shape).astype(v.type.dtype.np)
             else:
                 sample[v.name] = np.ones(shape, v.type.dtype.np)
         samples.append(sample)
@@ -70,6 +77,7 @@ def activation_bits(graph: Graph, P: Precision) -> dict[str, int]:
 
 def prepare(graph: Graph, options, device: FpgaDevice, progress: Callable[[str], None] = lambda s: None):
     """(Precision, calls per node, Plan, calibration samples, their source): every decision, nothing written."""
+    use_capacity(capacity(graph))
     samples, source = calibration_samples(graph, options.calibration_inputs, options.calibration_samples)
     progress(f"calibrating on {source}")
     ranges = calibration_ranges(graph, samples)
@@ -89,6 +97,7 @@ def prepare(graph: Graph, options, device: FpgaDevice, progress: Callable[[str],
 def write(graph: Graph, options, device: FpgaDevice, out: Path, P: Precision, calls, p: Plan,
           samples: list[dict[str, np.ndarray]]) -> tuple[list[Path], list[str]]:
     """Write ``out/hls``; returns the files and the off-chip weights in call order."""
+    use_capacity(capacity(graph))
     em = Emitter(graph, P, calls, p.offchip(), device.name, device.part, device.clock_mhz)
     hls = out / "hls"
     files = em.write(hls)

@@ -157,10 +157,7 @@ class Rope:
     def calls(node, P):
         x, cos, sin = node.inputs
         b, h, s, d = shape(x)
-        if P.of(cos) != P.of(sin):
-            raise PrecisionError(f"rope {node.name} needs cos and sin of one type, got {P.of(cos)} and {P.of(sin)}",
-                                 where=node.where, hint="override both with the same type")
-        types = {"in_t": P.of(x), "cs_t": P.of(cos), "out_t": P.of(node.output)}
+        types = {"in_t": P.of(x), "cos_t": P.of(cos), "sin_t": P.of(sin), "out_t": P.of(node.output)}
         ints = {"batch": b, "heads": h, "s": s, "d": d, "interleaved": node.attrs["interleaved"],
                 "cs_stride": broadcast_strides(shape(cos), [b, h, s, d])}
         return [Call("rope", "llmc_attention.h", types, ints, [act(x), act(cos), act(sin), Arg("act", node.output.name)],

@@ -10,7 +10,7 @@ product an exact ``accum`` type (``fixed.accumulator``). Defaults (``--fpga-bits
     integer inputs (token ids, positions) and masks: integers (fixed<32,32>, fixed<8,8>)
 
 Ops that only move or select values (relu, max pooling, reshape, transpose, slice) keep their
-input's type. Overrides follow the quantization recipes' shape::
+input's type; attention's result has at least the integer bits of its values (it averages them). Overrides follow the quantization recipes' shape::
 
     {"default": {"result": "fixed<18,8>"},
      "override": {"softmax": {"result": "ufixed<16,1>"},            # an op kind
@@ -121,15 +121,21 @@ def calibration_ranges(graph: Graph, samples: list[dict[str, np.ndarray]]) -> di
         if v.const is None and a.size:
             out[v.name] = max(out.get(v.name, 0.0), float(np.max(np.abs(a.astype(np.float64)))))
 
+    from llmc.ir.interpreter import bind_inputs
+
+    env: dict[str, int] = {}
+
     def hook(node: Node, args: list[np.ndarray]):
         for v, a in zip(node.inputs, args):
             note(v, a)
         if any(id(v) in outputs for v in node.outputs):
-            for v, a in zip(node.outputs, node.opdef.run(args, substitute(node.attrs, {}))):
+            for v, a in zip(node.outputs, node.opdef.run(args, substitute(node.attrs, env))):
                 note(v, np.asarray(a))
         return None
 
     for sample in samples:
+        env.clear()
+        env.update(bind_inputs(graph, [sample[v.name] for v in graph.inputs]))
         stream(graph, Calibration(sample, "fpga"), graph.nodes, hook)
     return out
 
@@ -181,6 +187,9 @@ def assign(graph: Graph, ranges: Mapping[str, float], bits: int, overrides: Over
                                      hint="give the bias no more fractional bits than input + weight have together")
         for v in node.outputs:
             types[v.name] = _result_type(node, v, ranges, bits, overrides, types)
+        if node.op == "kv_update" and overrides.slot(node, "result") is None:
+            # the buffer holds what steps write into it: the new keys/values' type, for the input too
+            types[node.inputs[0].name] = types[node.output.name] = types[node.inputs[1].name]
     return Precision(types, accum)
 
 
@@ -231,7 +240,10 @@ def _result_type(node: Node, v: Value, ranges, bits, overrides, types) -> Fixed:
         return types[node.inputs[0].name]
     if node.op == "embedding":
         return types[node.inputs[0].name]
-    return _fit(ranges.get(v.name, 1.0) * HEADROOM, bits)
+    fit = _fit(ranges.get(v.name, 1.0) * HEADROOM, bits)
+    if node.op == "attention":  # a convex combination of the values: never beyond their range
+        return Fixed(bits, min(max(fit.integer, types[node.inputs[2].name].integer), bits))
+    return fit
 
 
 def _fit(peak: float, bits: int) -> Fixed:

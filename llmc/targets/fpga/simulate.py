@@ -15,7 +15,8 @@ import numpy as np
 
 from llmc.targets.fpga import csim, emulate
 from llmc.targets.fpga.fixed import Fixed
-from llmc.targets.fpga.kernels import dtype_of
+from llmc.targets.fpga.bind import RUNTIME, capacity
+from llmc.targets.fpga.kernels import dtype_of, use_capacity
 from llmc.targets.fpga.precision import Precision
 
 
@@ -33,13 +34,14 @@ def simulate_codes(artifact: Path, inputs: Mapping[str, np.ndarray]) -> dict[str
 
     graph = serialize.load(artifact)
     P, info = artifact_precision(artifact)
+    use_capacity(capacity(graph))
     codes = emulate.input_codes(graph, P, inputs)
     hls = artifact / "hls"
     with Console(stderr=True).status("building the C-simulation (g++)"):
         library = csim.build(hls)
     offchip = [np.fromfile(hls / "firmware" / "weights" / f"{_ident(graph, w)}.bin", dtype_of(P.types[w])) for w in info["offchip"]]
     outs = csim.run(library, [codes[v.name] for v in graph.inputs], [int(np.prod([int(d) for d in v.type.shape])) for v in graph.outputs],
-                    offchip)
+                    offchip, P.sizes.get(RUNTIME, 0))
     return {v.name: o.reshape([int(d) for d in v.type.shape]) for v, o in zip(graph.outputs, outs)}
 
 
@@ -55,4 +57,5 @@ def simulate(artifact: Path, inputs: Mapping[str, np.ndarray]) -> dict[str, np.n
 
     graph = serialize.load(artifact)
     P, _ = artifact_precision(artifact)
+    use_capacity(capacity(graph))
     return emulate.decode(graph, P, simulate_codes(artifact, inputs))

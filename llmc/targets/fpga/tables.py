@@ -1,6 +1,7 @@
 """Lookup tables: built here, emitted as codes, read identically by the emulation and ``llmc_table.h``.
 
-Uniform table of f over [lo, hi) in steps of 2**-step_bits: entry i is f(lo + (i + 1/2) step)
+Uniform table of f over [lo, hi) (the function's range, narrowed to what the input type can
+hold) in steps of 2**-step_bits (at most 4096 entries): entry i is f(lo + (i + 1/2) step)
 in the output type; input code c at ``frac`` bits reads entry floor(c * 2**(step_bits - frac))
 - lo * 2**step_bits. Normalized tables (1/x, 1/sqrt x) are indexed by the bits below the
 input's leading one (see ``llmc_table.h``).
@@ -46,12 +47,19 @@ class Uniform:
     out: Fixed
 
     @property
+    def span(self) -> tuple[float, float]:
+        """The table's input range: the function's, narrowed to what ``src`` can hold (finer steps)."""
+        _, lo, hi, _, _ = FUNCTIONS[self.function]
+        reach = 2.0 ** (self.src.integer - 1) if self.src.signed else 2.0 ** self.src.integer
+        return max(lo, -reach if self.src.signed else 0.0), min(hi, reach)
+
+    @property
     def lo(self) -> float:
-        return FUNCTIONS[self.function][1]
+        return self.span[0]
 
     @property
     def step_bits(self) -> int:
-        _, lo, hi, _, _ = FUNCTIONS[self.function]
+        lo, hi = self.span
         return min(int(math.floor(math.log2(MAX_ENTRIES / (hi - lo)))), self.src.frac)
 
     @property
@@ -59,11 +67,12 @@ class Uniform:
         return int(self.lo * 2 ** self.step_bits)
 
     def codes(self) -> np.ndarray:
-        f, lo, hi, _, _ = FUNCTIONS[self.function]
+        f = FUNCTIONS[self.function][0]
+        lo, hi = self.span
         n = int((hi - lo) * 2 ** self.step_bits)
         centers = lo + (np.arange(n) + 0.5) * 2.0 ** -self.step_bits
         values = f(centers)
-        if FUNCTIONS[self.function][4] == "last" and self.function == "exp":
+        if self.function == "exp":
             values = np.append(values, f(hi))  # exp(0) = 1 exactly at the top (softmax's maximum)
         return self.out.quantize(values)
 

@@ -75,7 +75,7 @@ Write:
 }
 
 template <class CFG>
-void rope(const typename CFG::in_t *x, const typename CFG::cs_t *cos, const typename CFG::cs_t *sin, typename CFG::out_t *y) {
+void rope(const typename CFG::in_t *x, const typename CFG::cos_t *cos, const typename CFG::sin_t *sin, typename CFG::out_t *y) {
     const int half = CFG::d / 2;
 Rows:
     for (int r = 0; r < CFG::batch * CFG::heads * CFG::s; ++r) {
