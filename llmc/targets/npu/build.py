@@ -107,7 +107,13 @@ def _vocab(graph: Graph) -> int:
     raise TargetError(f"{graph.name} has no token embedding")
 
 
-def write(plan: NpuPlan, out: Path) -> Payload:
+def write(plan: NpuPlan, out: Path, *, qnn_context: bool = False) -> Payload:
+    if qnn_context:
+        from llmc.targets.npu.runner import qnn_available
+
+        if not qnn_available():
+            raise TargetError("QNN context binaries (qnn_context=1) need the onnxruntime-qnn package",
+                              hint="pip install 'llmc[npu]', or leave out --option qnn_context=1")
     folder = out / CHUNKS
     folder.mkdir(parents=True, exist_ok=True)
     store = Store(folder / WEIGHTS)
@@ -127,10 +133,14 @@ def write(plan: NpuPlan, out: Path) -> Payload:
                 entries.append({"file": f"{CHUNKS}/{name}.onnx", "device": chunk.device, "nodes": len(chunk.nodes),
                                 "inputs": [v.name for v in chunk.inputs], "extra_inputs": emitter.extra_inputs,
                                 "outputs": [v.name for v in chunk.outputs]})
+                if qnn_context and chunk.device == NPU:
+                    entries[-1]["qnn_context"] = _context_binary(folder, name)
+                    files.append(entries[-1]["qnn_context"])
             variants[variant] = {"sizes": dict(static.env), "chunks": entries}
     finally:
         weight_bytes = store.close()
     graph = plan.graph
+    graphs = sum(f.endswith(".onnx") and not f.endswith("_ctx.onnx") for f in files)
     schedule = {"inputs": [v.name for v in graph.inputs], "outputs": [v.name for v in graph.outputs],
                 "variants": variants, "loop": plan.loop,
                 "placement": {n: [p.device, p.reason] for n, p in plan.placement.items()}}
@@ -141,7 +151,7 @@ def write(plan: NpuPlan, out: Path) -> Payload:
     manifest = {
         "runtime": "onnxruntime (CPU provider; NPU chunks on the QNN EP with LLMC_NPU_EP=qnn)",
         "profile": {"name": plan.profile.name, "description": plan.profile.description},
-        "placement": facts, "graphs": len(files) - 2,
+        "placement": facts, "graphs": graphs, "qnn_context": qnn_context,
         "chunks": {"npu": sum(c.device == NPU for c in plan.chunks), "cpu": sum(c.device != NPU for c in plan.chunks)},
         "variants": {v: dict(s.env) for v, s in plan.variants.items()},
         "on_chip": {"sram_bytes": plan.profile.sram_bytes, "largest_npu_chunk_weights": max(chunk_weights, default=0),
@@ -149,6 +159,24 @@ def write(plan: NpuPlan, out: Path) -> Payload:
         "quantization": plan.qdq.to_json(), "weights_bytes": weight_bytes, "schedule": SCHEDULE,
     }
     return Payload(files=files, manifest=manifest)
+
+
+def _context_binary(folder: Path, name: str) -> str:
+    """Compile an NPU chunk for the HTP now (``ep.context_enable``): ``chunks/NAME_ctx.onnx``, one
+    EPContext node holding the QNN context binary, which the QNN EP loads without compiling."""
+    import onnxruntime as ort
+
+    from llmc.targets.npu.runner import qnn_session_options
+
+    options = qnn_session_options()
+    options.add_session_config_entry("ep.context_enable", "1")
+    options.add_session_config_entry("ep.context_embed_mode", "1")
+    options.add_session_config_entry("ep.context_file_path", str(folder / f"{name}_ctx.onnx"))
+    try:
+        ort.InferenceSession(str(folder / f"{name}.onnx"), options)
+    except Exception as e:  # onnxruntime raises its own error types
+        raise TargetError(f"the QNN EP cannot compile chunk {name} for the HTP: {e}") from None
+    return f"{CHUNKS}/{name}_ctx.onnx"
 
 
 def _int8_bytes(chunk: Chunk) -> int:
@@ -178,4 +206,4 @@ def _progress(items, label: str):
 
 
 def build(graph: Graph, options, out: Path) -> Payload:
-    return write(make_plan(graph, options, tokenizer=out / TOKENIZER), out)
+    return write(make_plan(graph, options, tokenizer=out / TOKENIZER), out, qnn_context=options.qnn_context)

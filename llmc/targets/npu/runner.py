@@ -7,7 +7,9 @@
 ``provider="qnn"`` (or ``LLMC_NPU_EP=qnn``) loads each NPU chunk on ONNX Runtime's QNN
 execution provider (the ``onnxruntime-qnn`` plugin: on x86-64 its HTP backend is a simulator)
 with ``session.disable_cpu_ep_fallback=1``: a chunk any of whose nodes the HTP does not take
-fails to load instead of running partly on the CPU. CPU chunks always use the CPU provider.
+fails to load instead of running partly on the CPU. A chunk compiled ahead of time
+(``--option qnn_context=1``: ``chunks/NAME_ctx.onnx``, an EPContext model) is loaded from its
+context binary. CPU chunks always use the CPU provider.
 
 ``StepRunner`` is ``llmc.runtime.generate``'s runner over the ``prefill`` and ``decode``
 variants: batch 1; a prompt piece of any length runs as chunks of the compiled ``chunk``
@@ -40,7 +42,7 @@ def qnn_available() -> bool:
     return True
 
 
-def _qnn_options():
+def qnn_session_options():
     """Session options that put a whole graph on the QNN EP's HTP backend, or refuse to load it."""
     import onnxruntime as ort
 
@@ -54,6 +56,7 @@ def _qnn_options():
         ort.register_execution_provider_library(name, onnxruntime_qnn.get_library_path())
     devices = [d for d in ort.get_ep_devices() if d.ep_name == name]
     options = ort.SessionOptions()
+    options.log_severity_level = 3
     options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
     options.add_provider_for_devices(devices[:1], {"backend_path": onnxruntime_qnn.get_qnn_htp_path()})
     return options
@@ -80,13 +83,13 @@ class Session:
             made = []
             for chunk in self.schedule["variants"][variant]["chunks"]:
                 qnn = chunk["device"] == "npu" and self.provider == "qnn"
-                options = _qnn_options() if qnn else ort.SessionOptions()
+                options = qnn_session_options() if qnn else ort.SessionOptions()
                 options.log_severity_level = 3
                 # dozens of sessions run one after another: threads that spin between runs starve the next one
                 options.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 model = self.models.get(chunk["file"])
                 if model is None:
-                    model = str(self.path / chunk["file"])
+                    model = str(self.path / (chunk.get("qnn_context", chunk["file"]) if qnn else chunk["file"]))
                 else:  # from memory: its external data is beside the chunk files
                     folder = str((self.path / chunk["file"]).parent)
                     options.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)

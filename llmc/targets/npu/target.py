@@ -30,14 +30,18 @@ from llmc.targets.npu.runner import SCHEDULE
 @dataclass
 class NpuOptions:
     """device: an NPU profile (qnn-htp, generic-int8, or a profile .json); chunk: prefill tokens per NPU graph;
-    calib: an .npz of model inputs (forward models); samples: calibration windows of an LLM (builtin text)."""
+    calib: an .npz of model inputs (forward models); samples: calibration windows of an LLM (builtin text);
+    qnn_context: also write each NPU chunk as a QNN context binary (needs onnxruntime-qnn)."""
 
     device: str = "qnn-htp"
     chunk: int = 256
     calib: str = ""
     samples: int = 8
+    qnn_context: bool = False
 
     def __post_init__(self):
+        if isinstance(self.qnn_context, str):
+            self.qnn_context = self.qnn_context.lower() in ("1", "true", "yes")
         try:
             self.chunk, self.samples = int(self.chunk), int(self.samples)
         except ValueError:

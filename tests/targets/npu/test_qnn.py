@@ -37,3 +37,21 @@ def test_generation_on_the_htp_matches_the_cpu_provider(tiny_llm, monkeypatch):
     monkeypatch.setenv("LLMC_NPU_EP", "qnn")
     htp = tiny_llm.generate(prompt, max_new_tokens=6)
     assert htp.ids == cpu.ids
+
+
+def test_qnn_context_binaries_load_and_agree(cnn, tmp_path, monkeypatch):
+    import json
+
+    import numpy as np
+
+    import llmc
+
+    art, feeds = cnn
+    np.savez(tmp_path / "cal.npz", **feeds)
+    ctx = llmc.compile("small-cnn", target="npu", output=tmp_path / "ctx", calib=str(tmp_path / "cal.npz"),
+                       qnn_context=True)
+    entry = json.loads((ctx.path / "schedule.json").read_text())["variants"]["forward"]["chunks"][0]
+    assert entry["qnn_context"] == "chunks/00_npu_ctx.onnx" and (ctx.path / entry["qnn_context"]).is_file()
+    monkeypatch.setenv("LLMC_NPU_EP", "qnn")
+    from_context, compiled = ctx.run(feeds)["output"], art.run(feeds)["output"]
+    np.testing.assert_array_equal(from_context, compiled)  # the same HTP program, compiled earlier
