@@ -26,6 +26,7 @@ from llmc.ir.ops.registry import substitute
 from llmc.targets.npu.chunker import Chunk, cut
 from llmc.targets.npu.emit import ChunkEmitter, Static, Store
 from llmc.targets.npu.partition import NPU, Placement, partition, summary
+from llmc.targets.npu.plot import plot_placement
 from llmc.targets.npu.profiles import Profile, get_profile
 from llmc.targets.npu.qdq import QdqPlan, calibrate_ranges
 from llmc.targets.npu.runner import SCHEDULE
@@ -33,6 +34,7 @@ from llmc.targets.npu.runner import SCHEDULE
 CHUNKS = "chunks"
 WEIGHTS = "weights.bin"
 TOKENIZER = "tokenizer"
+PLOT = "placement.png"
 
 
 @dataclass
@@ -146,12 +148,17 @@ def write(plan: NpuPlan, out: Path, *, qnn_context: bool = False) -> Payload:
                 "placement": {n: [p.device, p.reason] for n, p in plan.placement.items()}}
     (out / SCHEDULE).write_text(json.dumps(schedule, indent=1) + "\n")
     files.append(SCHEDULE)
-    facts = summary(graph, plan.placement, node_flops(graph, plan.variants))
+    flops = node_flops(graph, plan.variants)
+    facts = summary(graph, plan.placement, flops)
+    sizes = ", ".join(f"{k}={v}" for k, v in next(iter(plan.variants.values())).env.items())
+    drawn = plot_placement(graph, plan.placement, flops, out / PLOT,
+                           title=f"{graph.name} on {plan.profile.name}" + (f" ({sizes})" if sizes else ""))
+    files += [PLOT] if drawn else []
     chunk_weights = [_int8_bytes(c) for c in plan.chunks if c.device == NPU]
     manifest = {
         "runtime": "onnxruntime (CPU provider; NPU chunks on the QNN EP with LLMC_NPU_EP=qnn)",
         "profile": {"name": plan.profile.name, "description": plan.profile.description},
-        "placement": facts, "graphs": graphs, "qnn_context": qnn_context,
+        "placement": facts, "plot": PLOT if drawn else None, "graphs": graphs, "qnn_context": qnn_context,
         "chunks": {"npu": sum(c.device == NPU for c in plan.chunks), "cpu": sum(c.device != NPU for c in plan.chunks)},
         "variants": {v: dict(s.env) for v, s in plan.variants.items()},
         "on_chip": {"sram_bytes": plan.profile.sram_bytes, "largest_npu_chunk_weights": max(chunk_weights, default=0),

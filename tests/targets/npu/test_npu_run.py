@@ -25,6 +25,7 @@ def test_cnn_artifact_files_and_schedule(cnn):
     assert any(a.name == "axis" for n in model.graph.node if n.op_type == "DequantizeLinear" for a in n.attribute)
     assert art.manifest["payload"]["quantization"]["activations"] == "uint8"
     assert art.manifest["payload"]["placement"]["npu_node_fraction"] == 1.0
+    assert art.manifest["payload"]["plot"] == "placement.png" and (art.path / "placement.png").is_file()
 
 
 def test_cnn_agrees_with_the_interpreter_in_lsb(cnn):
