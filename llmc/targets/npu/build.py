@@ -61,7 +61,7 @@ def make_plan(graph: Graph, options, *, tokenizer: Path | None = None) -> NpuPla
     names = {v.name for n in npu_nodes for v in (*n.inputs, *n.outputs) if not v.is_const}
     calibration = _calibration(graph, options, tokenizer, step)
     ranges = calibrate_ranges(graph, calibration, names)
-    qdq = QdqPlan(graph, npu_nodes, ranges, profile.activation_dtype(kind), profile.per_channel)
+    qdq = QdqPlan(npu_nodes, ranges, profile.activation_dtype(kind), profile.per_channel)
     loop = None
     if step:
         cache = graph.inputs[3].type.shape

@@ -87,8 +87,8 @@ def bias_params(x: QParams, w: QParams) -> QParams:
 class QdqPlan:
     """The quantization parameters of every tensor of the NPU chunks of one graph."""
 
-    def __init__(self, graph: Graph, npu_nodes: Iterable[Node], ranges: dict[str, tuple[float, float]],
-                 act_dtype: str, per_channel: frozenset[str]):
+    def __init__(self, npu_nodes: Iterable[Node], ranges: dict[str, tuple[float, float]], act_dtype: str,
+                 per_channel: frozenset[str]):
         self.act_dtype = act_dtype
         self.per_channel = per_channel
         self.act: dict[str, QParams] = {}
@@ -102,7 +102,6 @@ class QdqPlan:
                     self.act[v.name] = self.act[node.inputs[0].name]
                 else:
                     self.act[v.name] = activation_params(*ranges[v.name], act_dtype)
-        del graph
 
     def constant(self, node: Node, slot: int) -> QParams:
         """Parameters of the constant input ``slot`` of NPU ``node``."""
