@@ -1,6 +1,6 @@
 """The NPU target's numbers: placement, graphs, QDQ agreement, greedy tokens, perplexity, times.
 
-For small-cnn, MiniLM and SmolLM2-135M-Instruct (``--chunk 128``) compiled for ``--target=npu``
+For small-cnn, SqueezeNet 1.0 (the onnx package's zoo model, random weights), MiniLM and SmolLM2-135M-Instruct (``--chunk 128``) compiled for ``--target=npu``
 (profile qnn-htp):
   - placement: fraction of nodes and of flops (at the prefill chunk's static sizes) on the NPU;
   - graphs: the ONNX files written (chunks x variants), NPU and CPU chunks;
@@ -83,16 +83,32 @@ def lsb(plan, art, variant, feeds) -> dict:
     return out
 
 
-def forward_case(name: str, feeds: dict, folder: Path) -> dict:
+def forward_case(name: str, feeds: dict, folder: Path, model=None) -> dict:
     np.savez(folder / f"{name}.npz", **feeds)
     start = time.perf_counter()
-    art = llmc.compile(name, target="npu", output=folder / name, calib=str(folder / f"{name}.npz"))
+    art = llmc.compile(model or name, target="npu", output=folder / name, calib=str(folder / f"{name}.npz"))
     result = facts(art, time.perf_counter() - start)
     result["agreement"] = lsb(plan_of(art), art, "forward", feeds)
     got, ref = art.run(feeds), art.run(feeds, reference=True)
     result["output_cosine_vs_float32"] = {
         k: round(float((got[k] * ref[k]).sum() / np.linalg.norm(got[k]) / np.linalg.norm(ref[k])), 5) for k in got}
     return result
+
+
+def squeezenet_case(folder: Path) -> dict:
+    import sys
+
+    import onnx
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+    from zoo import randomized_zoo_model
+
+    (folder / "zoo").mkdir()
+    path = randomized_zoo_model("squeezenet", folder / "zoo")
+    first = onnx.load(str(path), load_external_data=False).graph.input[0]
+    shape = [d.dim_value for d in first.type.tensor_type.shape.dim]
+    feeds = {first.name: np.random.default_rng(0).random(shape).astype(np.float32)}
+    return forward_case("squeezenet", feeds, folder, model=str(path))
 
 
 def greedy(art, tokenizer_text_ids) -> list[dict]:
@@ -191,7 +207,8 @@ def versions() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="small-cnn,minilm,smollm2-135m")
+    parser.add_argument("--models", default="small-cnn,squeezenet,minilm,smollm2-135m")
+    parser.add_argument("--update", action="store_true", help="keep the other models' results already in --out")
     parser.add_argument("--ppl-tokens", type=int, default=4096)
     parser.add_argument("--out", type=Path, default=RESULT)
     a = parser.parse_args()
@@ -214,9 +231,13 @@ def main() -> None:
                 ids, mask = minilm_inputs()
                 results["models"][name] = forward_case(name, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()},
                                                        folder)
+            elif name == "squeezenet":  # the onnx package's SqueezeNet 1.0 with random weights (tests/zoo.py)
+                results["models"][name] = squeezenet_case(folder)
             elif name == "smollm2-135m":
                 results["models"][name] = smollm2_case(folder, a.ppl_tokens)
             log(json.dumps(results["models"][name])[:400])
+    if a.update and a.out.is_file():
+        results["models"] = {**json.loads(a.out.read_text())["models"], **results["models"]}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(results, indent=1) + "\n")
     log(f"wrote {a.out}")
