@@ -16,7 +16,7 @@ rows of a dense layer, output pixels of a convolution, elements of anything else
                blocks (two 36-bit ports each) when R > 1 (R = 1: weights are constants folded into
                the logic, LUT += weight bits / 4; tables read one row at a time, as embeddings, are ROMs); URAM instead (two 72-bit ports, 288 Kb:
                max(ceil(M * w / 144), ceil(bits / 288 Kb))) for weights over 1 Mb where the device
-               has it; off-chip weights need a double-buffered burst line: 2 * ceil(M * w / 72);
+               has it; off-chip weights need one burst buffer (256 x 512 bits: 4 blocks);
                activations over 1 Kb: ceil(bits / 36 Kb) blocks each (io_parallel keeps every
                intermediate buffer), over 1 Mb in URAM where the device has it (ceil(bits / 288 Kb));
                lookup tables: ceil(table bits / 36 Kb)
@@ -44,6 +44,7 @@ from llmc.targets.fpga.fixed import Fixed
 from llmc.targets.fpga.kernels import Call
 
 BRAM_BITS = 36 * 1024
+BURST_BRAM = 4  # one m_axi burst (256 beats of 512 bits) buffered on chip per off-chip weight stream
 URAM_BITS = 288 * 1024
 RESOURCES = ("dsp", "bram36", "uram", "lut", "ff")
 
@@ -112,7 +113,7 @@ def estimate_unit(u: Unit, device: FpgaDevice, activation_bits: int) -> dict:
     w_bits = u.weight_bits
     word = _width(t.get("weight_t")) if "weight_t" in t else 0
     if w_bits and u.offchip:
-        est["bram36"] += 2 * math.ceil(m * word / 72)
+        est["bram36"] += BURST_BRAM
     elif w_bits and u.reuse == 1 and u.per_step:
         est["lut"] += w_bits // 4
     elif w_bits and w_bits > 1 << 20 and device.uram:
@@ -218,14 +219,14 @@ def plan(units: list[Unit], device: FpgaDevice, activation_bits: dict[str, int])
 def _relieve_memory(p: Plan, device: FpgaDevice) -> bool:
     """One step against on-chip memory use: the call using the most either reads its weights
     through fewer ports (doubled R), or keeps them off chip (R raised until its multipliers do
-    not outrun the bandwidth). False when no call can give anything back."""
+    not outrun the bandwidth; its burst buffer is fixed). False when no call can give anything back."""
     def use(u):
         return u.estimate["bram36"] + 8 * u.estimate["uram"]
 
-    for u in sorted((u for u in p.units if u.weight_bits), key=use, reverse=True):
+    for u in sorted((u for u in p.units if u.weight_bits and not u.offchip), key=use, reverse=True):
         word = _width(u.call.types.get("weight_t"))
         port_bound = math.ceil(u.mults * word / 72) > math.ceil(u.weight_bits / BRAM_BITS)
-        if (u.offchip or port_bound) and u.reuse < u.max_reuse and u.mults > 1:
+        if port_bound and not u.offchip and u.reuse < u.max_reuse and u.mults > 1:
             u.reuse = min(u.reuse * 2, u.max_reuse)
             return True
         if not u.offchip and device.memory_bytes:
