@@ -44,7 +44,7 @@ def test_minilm_uint16_agrees_with_the_interpreter(minilm):
     assert placement["npu_flop_fraction"] > 0.95 and "attention" in placement["cpu_ops"]
     got, ref = art.run(feeds)["pooler_output"], art.run(feeds, reference=True)["pooler_output"]
     cosine = (got * ref).sum() / np.linalg.norm(got) / np.linalg.norm(ref)
-    assert cosine > 0.97
+    assert cosine > 0.999  # uint16 activations, int8 weights per output channel
 
 
 def test_forward_model_without_calibration_is_refused(tmp_path):
