@@ -14,11 +14,12 @@ into the cache buffer it is given and returns that buffer, so a step copies only
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 import sympy
-from tvm import relax, te, tirx
+from tvm import relax, te, tirx, topi
 from tvm.relax import op as R
 from tvm.script import tirx as T
 
@@ -88,8 +89,6 @@ def attention(ctx, node, args):
         v = offset_view(ctx, v, (*v_t.shape[:2], keys, v_t.shape[3]), {}, "kv_read")
         if not one_query:
             k = offset_view(ctx, k, (*k_t.shape[:2], keys, k_t.shape[3]), {}, "kv_read")
-        if mask is not None and not S.same(keys, t):
-            mask = _scalar_te(ctx, _pad_keys, mask, ctx.dim(t), name="mask_pad")
     if one_query:  # a decode step: dot products straight off the cache, no copy of its prefix
         partial = ctx.emit_te(_cache_partial_scores, q, k, ctx.dim(keys), group, name="cache_scores_partial")
         scores = ctx.emit_te(_cache_scores, partial, scale, name="cache_scores")
@@ -98,21 +97,77 @@ def attention(ctx, node, args):
         q_grouped = ctx.emit(R.reshape(q, ctx.shape([b, hkv, group * s, d])))
         scores = ctx.emit(R.matmul(q_grouped, ctx.emit(R.permute_dims(k, [0, 1, 3, 2]))))
         scores = ctx.emit(R.reshape(ctx.emit(R.multiply(scores, ctx.const(scale, dtype))), ctx.shape([b, hq, s, keys])))
+    if cached:  # mask, causal mask, softmax and the all-hidden rule in one row kernel
+        probs = _masked_probs(ctx, node, scores, mask, ctx.dim(t))
+    else:
+        probs = _probs(ctx, node, scores, mask, t)
+    probs = ctx.emit(R.reshape(probs, ctx.shape([b, hkv, group * s, keys])))
+    out = ctx.emit(R.matmul(probs, v))
+    return R.reshape(out, ctx.shape([b, hq, s, dv]))
+
+
+def _probs(ctx, node, scores, mask, t):
+    """Softmax of the scores with the mask and causal mask applied, as separate Relax/TE steps."""
+    dtype = node.inputs[0].type.dtype
     if mask is not None:
         scores = ctx.emit(_apply_mask(ctx, scores, mask, node.inputs[3].type.dtype, dtype))
-    # One query at the end of the cache sees every real key; a boolean mask padded with False
-    # already hides the keys the rounded-up read adds, so such a decode step needs no causal kernel.
-    hidden_by_mask = one_query and mask is not None and node.inputs[3].type.dtype == DType.bool
-    if node.attrs["causal"] and not hidden_by_mask:
+    if node.attrs["causal"]:
         scores = _scalar_te(ctx, _causal, scores, ctx.dim(t), name="causal_mask")
     probs = ctx.emit(softmax_of(ctx, scores, -1, dtype))
     if mask is not None:  # a query whose every key is masked gets zeros, not NaN (as the op's reference)
         best = ctx.emit(R.max(scores, axis=-1, keepdims=True))
         seen = ctx.emit(R.greater(best, ctx.const(_hidden(ctx.dtype(dtype)) / 2, dtype)))
         probs = ctx.emit(R.where(seen, probs, ctx.const(0.0, dtype)))
-    probs = ctx.emit(R.reshape(probs, ctx.shape([b, hkv, group * s, keys])))
-    out = ctx.emit(R.matmul(probs, v))
-    return R.reshape(out, ctx.shape([b, hq, s, dv]))
+    return probs
+
+
+def _masked_probs(ctx, node, scores, mask, keys):
+    """The attention probabilities over a cache read of ``scores.shape[-1]`` keys (``keys`` of them
+    real, the rest the rounded-up read), as one TE kernel: the ``cpu`` target's row rule keeps it
+    one pass per row, where separate mask, causal-mask, max and softmax kernels each stream the
+    whole score tensor through memory (a 512-token prefill spent a quarter of its time there)."""
+    dtype = ctx.dtype(node.inputs[0].type.dtype)
+    kind = None if mask is None else node.inputs[3].type
+    fast = ctx.options.fast_math and dtype == "float32"
+    fn = functools.partial(_masked_softmax, causal=node.attrs["causal"], mask_type=kind, fast=fast)
+    tensors = [scores] + ([mask] if mask is not None else [])
+    if isinstance(keys, tirx.IntImm):
+        return ctx.emit_te(lambda *a: fn(*a, keys=keys), *tensors, name="masked_softmax")
+    return ctx.emit_te(lambda *a: fn(*a[:-1], keys=a[-1]), *tensors, keys, name="masked_softmax")
+
+
+def _masked_softmax(scores, mask=None, *, keys, causal: bool, mask_type, fast: bool):
+    """softmax over the last axis of ``scores`` [B, H, S, K] where key ``j`` is visible to query
+    ``i`` iff ``j < keys``, ``j <= i + keys - S`` (causal) and the mask allows it (a boolean mask
+    [.., keys] broadcast to the scores, or an additive one); a row with no visible key is zeros."""
+    s_len, width = scores.shape[2], scores.shape[3]
+    lowest = tirx.const(_hidden(scores.dtype), scores.dtype)
+    rank = len(mask_type.shape) if mask_type is not None else 0
+
+    def visible_score(b, h, i, j):
+        ok = j < keys
+        if causal:
+            ok = tirx.all(ok, j <= i + (keys - s_len))
+        x = scores[b, h, i, j]
+        if mask is not None:
+            at = (b, h, i, tirx.min(j, keys - 1))[4 - rank:]
+            m = mask[tuple(0 if d == 1 else a for a, d in zip(at, mask_type.shape[:-1]))  + (at[-1],)]
+            if mask_type.dtype == DType.bool:
+                ok = tirx.all(ok, m)
+            else:
+                x = x + m
+        return tirx.if_then_else(ok, x, lowest)
+
+    x = te.compute(scores.shape, visible_score, name="visible_scores")
+    k = te.reduce_axis((0, width), name="k")
+    row_max = te.compute(scores.shape[:3], lambda b, h, i: te.max(x[b, h, i, k], axis=k), name="row_max")
+    shifted = te.compute(scores.shape, lambda b, h, i, j: x[b, h, i, j] - row_max[b, h, i], name="shifted")
+    e = topi.fast_exp(shifted) if fast else te.compute(scores.shape, lambda *i: te.exp(shifted(*i)), name="exp")
+    k2 = te.reduce_axis((0, width), name="k2")
+    row_sum = te.compute(scores.shape[:3], lambda b, h, i: te.sum(e[b, h, i, k2], axis=k2), name="row_sum")
+    seen = lowest / tirx.const(2, scores.dtype)
+    return te.compute(scores.shape, lambda b, h, i, j: tirx.if_then_else(
+        row_max[b, h, i] > seen, e[b, h, i, j] / row_sum[b, h, i], tirx.const(0, scores.dtype)), name="probs")
 
 
 def _cache_partial_scores(q, cache, keys, group: int):
@@ -161,15 +216,6 @@ def _hidden(dtype: str) -> float:
     compiles with fast math (no infinities), and exp(lowest - max) is 0 all the same."""
     dtype = str(dtype)
     return float(np.finfo(np.dtype("float16" if dtype == "bfloat16" else dtype)).min)
-
-
-def _pad_keys(mask, keys):
-    """The mask over the padded key axis: positions from ``keys`` on read as 0 / False (the causal mask hides them)."""
-    n = len(mask.shape)
-    out_shape = (*mask.shape[:-1], tirx.floordiv(keys + KEY_BLOCK - 1, KEY_BLOCK) * KEY_BLOCK)
-    fill = tirx.const(0, mask.dtype)
-    return te.compute(out_shape, lambda *i: tirx.if_then_else(
-        i[n - 1] < keys, mask[(*i[:-1], tirx.min(i[n - 1], keys - 1))], fill), name="mask_pad")
 
 
 def _causal(scores, keys):

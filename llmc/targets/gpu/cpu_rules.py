@@ -271,6 +271,8 @@ def _vectorize(sch, loop, vec: int) -> None:
     if isinstance(extent, int) and extent > vec and extent % vec == 0:
         vectors, loop = sch.split(loop, [None, vec])
         sch.unroll(vectors)
+    elif not isinstance(extent, int):  # a symbolic multiple of vec: a loop of whole vectors
+        _, loop = sch.split(loop, [None, vec])
     sch.vectorize(loop)
 
 
@@ -420,7 +422,7 @@ def _lane_partials(sch, info, vec: int):
     if info.dom_kind().count("R") != 1 or not info.dom_kind().endswith("R"):
         return None
     k = sch.get_loops(info.block_rv)[-1]
-    if not isinstance(_extent(sch, k), int) or not _whole_vectors(_extent(sch, k), vec):
+    if not _whole_vectors(_extent(sch, k), vec):  # symbolic rows too: a cache read of 16 * ceil(ctx / 16) keys
         return None
     _, lane = sch.split(k, [None, vec])
     try:
