@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import platform
 import tempfile
 import time
@@ -38,7 +39,9 @@ def models():
     torch.manual_seed(0)
     mlp = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 5)).eval()
     cnn, _ = small_cnn()
-    return [("mlp", mlp, (16,)), ("small-cnn", cnn, (3, 32, 32))]
+    pooled, _ = small_cnn()  # the same weights; hls4ml has no AdaptiveAvgPool2d, AvgPool2d(8) is equal on 8x8 maps
+    pooled.pool = nn.AvgPool2d(8)
+    return [("mlp", mlp, (16,)), ("small-cnn", cnn, (3, 32, 32)), ("small-cnn-avgpool8", pooled, (3, 32, 32))]
 
 
 def lines(folder: Path) -> dict:
@@ -108,6 +111,7 @@ def main() -> None:
 
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-fpga-") as tmp:
+        os.environ["LLMC_CACHE"] = str(Path(tmp) / "cache")  # no g++ build cached from an earlier run
         for name, model, shape in models():
             x = np.random.default_rng(1).standard_normal((SAMPLES, *shape)).astype(np.float32)
             with torch.no_grad():

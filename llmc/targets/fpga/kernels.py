@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from llmc.errors import TargetError
 from llmc.ir import shapes as S
 from llmc.ir.graph import Node
 from llmc.targets.fpga.fixed import Fixed
@@ -109,11 +108,6 @@ def numel(v) -> int:
 
 def act(v) -> Arg:
     return Arg("const" if v.const is not None else "act", v.name)
-
-
-def lead(x: Codes, fx: int, out: Fixed) -> Codes:
-    """``x`` (codes at ``fx`` fractional bits) assigned to ``out``."""
-    return out.cast(x, fx)
 
 
 def strides(dims: list[int]) -> list[int]:

@@ -41,8 +41,7 @@ def calibration_samples(graph: Graph, npz: str, count: int) -> tuple[list[dict[s
         names = [v.name for v in graph.inputs]
         if sorted(arrays) != sorted(names):
             raise InputError(f"calibration inputs {npz} hold {sorted(arrays)}, the model takes {names}")
-        shaped = all(arrays[v.name].shape == tuple(int(d) for d in v.type.shape) for v in graph.inputs)
-        if shaped:
+        if all(arrays[v.name].ndim == len(v.type.shape) for v in graph.inputs):  # one sample
             return [arrays], str(path)
         return [{k: a[i] for k, a in arrays.items()} for i in range(len(arrays[names[0]]))], str(path)
     from llmc.frontend.decoder import is_step_graph

@@ -123,3 +123,13 @@ def test_squeezenet_bit_exact_on_u250(fpga_artifact, tmp_path_factory):
     art = fpga_artifact("squeezenet-u250", str(_squeezenet(tmp_path_factory)), device="u250", calibration_samples=1)
     shape = [int(d) for d in art.graph.inputs[0].type.shape]
     check(art, {art.graph.inputs[0].name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}, 1e-2)
+
+
+@pytest.mark.slow
+def test_smollm2_decode_step_planned_for_u280(fpga_artifact):
+    """SmolLM2-135M's decode step on the U280: weights streamed from HBM, within the usable budget."""
+    art = fpga_artifact("smollm2-u280", "smollm2-135m", device="u280", max_seq_len=256, calibration_samples=1)
+    est = art.manifest["payload"]["fpga"]["estimates"]
+    assert all(est["total"][k] <= est["budget"][k] for k in ("dsp", "bram36", "uram", "lut", "ff"))
+    assert est["offchip_weight_bytes"] > 200e6 and est["latency_s"] > 0
+    assert (art.path / "hls/firmware/weights").is_dir() and "int ctx)" in (art.path / "hls/firmware/llmc_top.cpp").read_text()
