@@ -260,7 +260,7 @@ def main() -> None:
                 print(f"  {results[name]['failed'][0]}", file=sys.stderr)
                 continue
             if proc.returncode != 0:
-                results[name] = {"failed": proc.stderr.strip().splitlines()[-1:]}
+                results[name] = {"failed": proc.stderr.strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]}
                 print(f"  failed: {results[name]['failed']}", file=sys.stderr)
                 continue
             r = json.loads(proc.stdout.strip().splitlines()[-1])
