@@ -25,11 +25,10 @@ import numpy as np
 
 from llmc.errors import TargetError
 
-# Every project names its configs config0.. and its top llmc_top: hidden visibility, no
-# process-wide (STB_GNU_UNIQUE) inline variables and -Bsymbolic keep two artifacts' libraries
-# loaded in one process from binding to each other's symbols.
-FLAGS = ["-std=c++17", "-O2", "-Wno-unknown-pragmas", "-fPIC", "-shared", "-fvisibility=hidden", "-fno-gnu-unique",
-         "-Wl,-Bsymbolic"]
+# Every project names its configs config0.. and its top llmc_top: no process-wide
+# (STB_GNU_UNIQUE) inline variables and -Bsymbolic keep two artifacts' libraries loaded in one
+# process from binding to each other's symbols.
+FLAGS = ["-std=c++17", "-O2", "-Wno-unknown-pragmas", "-fPIC", "-shared", "-fno-gnu-unique", "-Wl,-Bsymbolic"]
 LIBRARY_DIR = Path(__file__).parent / "hls"
 PIP = "pip install hls4ml==1.3.0  (or pip install -e '.[fpga]')"
 
