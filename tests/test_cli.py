@@ -186,7 +186,8 @@ def test_ci_runs_the_readme_commands():
 def test_target_option_flags_reach_the_target(tmp_path, capsys):
     from llmc.cli.commands import target_options as merge
 
-    args = argparse.Namespace(option=[("nvcc", "/x/nvcc")], arch="sm_90", dtype=None, cpu=None)
+    args = argparse.Namespace(option=[("nvcc", "/x/nvcc")], arch="sm_90", dtype=None, cpu=None, device=None,
+                              chunk=None, fpga_bits=None)
     assert merge(args) == {"nvcc": "/x/nvcc", "arch": "sm_90"}
     code, _, err = cli(capsys, "compile", "small-cnn", "-o", tmp_path / "a", "--arch", "sm_90")
     assert code == 1 and "no option(s) ['arch']" in err and not (tmp_path / "a").exists()
