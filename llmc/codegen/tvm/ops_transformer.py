@@ -86,7 +86,6 @@ def attention(ctx, node, args):
     one_query = cached and isinstance(ctx.dim(s), tirx.IntImm) and int(ctx.dim(s)) == 1
     if cached:
         keys = _read_length(node, t)
-        v = offset_view(ctx, v, (*v_t.shape[:2], keys, v_t.shape[3]), {}, "kv_read")
         if not one_query:
             k = offset_view(ctx, k, (*k_t.shape[:2], keys, k_t.shape[3]), {}, "kv_read")
     if one_query:  # a decode step: dot products straight off the cache, no copy of its prefix
@@ -102,7 +101,8 @@ def attention(ctx, node, args):
     else:
         probs = _probs(ctx, node, scores, mask, t)
     probs = ctx.emit(R.reshape(probs, ctx.shape([b, hkv, group * s, keys])))
-    out = ctx.emit(R.matmul(probs, v))
+    # over a cache the products read its first ``keys`` rows in place (no copy of the value prefix)
+    out = ctx.emit_te(_cache_values, probs, v, name="cache_values") if cached else ctx.emit(R.matmul(probs, v))
     return R.reshape(out, ctx.shape([b, hq, s, dv]))
 
 
@@ -179,6 +179,13 @@ def _cache_partial_scores(q, cache, keys, group: int):
     return te.compute((q.shape[0], q.shape[1], keys, lanes), lambda b, h, j, lane: te.sum(
         q[b, h, 0, chunk * lanes + lane] * cache[b, h // group, j, chunk * lanes + lane], axis=chunk),
         name="cache_scores_partial")
+
+
+def _cache_values(probs, cache):
+    """``probs`` [B, Hkv, R, keys] times the first ``keys`` rows of a value cache [B, Hkv, M, D]."""
+    j = te.reduce_axis((0, probs.shape[3]), name="j")
+    return te.compute((*probs.shape[:3], cache.shape[3]), lambda b, h, r, d: te.sum(
+        probs[b, h, r, j] * cache[b, h, j, d], axis=j), name="cache_values")
 
 
 def _cache_scores(partial, scale: float):

@@ -119,7 +119,15 @@ def _layout(graph: Graph, root: Node) -> list[Node] | str:
         value = user.outputs[0]
     if len(chain) < 2 or all(n.op == "reshape" for n in chain[1:]):
         return "the slice is read by no layout op or pointwise op alone"
-    return chain
+    return [*_sibling_slices(graph, chain), *chain]
+
+
+def _sibling_slices(graph: Graph, chain: list[Node]) -> list[Node]:
+    """Slices read only by a node of ``chain`` (SwiGLU's ``up`` half beside the ``gate`` half the
+    chain starts from): the kernel reads their input itself instead of a copy of the slice."""
+    return [v.producer for node in chain[1:] for v in node.inputs
+            if v.producer is not None and v.producer.op == "slice" and v.producer not in chain
+            and _sole_user(graph, v) is node]
 
 
 RULES: tuple[VerticalRule, ...] = (
