@@ -18,7 +18,18 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from llmc.ir.graph import Node
 from llmc.targets.fpga.fixed import Fixed
-from llmc.targets.fpga.kernels import Arg, Call, act, broadcast_strides, code_type, kernel, numel, shape, strides, unary_config
+from llmc.targets.fpga.kernels import (
+    Arg,
+    Call,
+    act,
+    broadcast_strides,
+    code_type,
+    kernel,
+    numel,
+    shape,
+    strides,
+    unary_config,
+)
 from llmc.targets.fpga.precision import Precision
 
 INV_TYPE = Fixed(24, 1, signed=False)

@@ -131,7 +131,6 @@ def calibration_ranges(graph: Graph, samples: list[dict[str, np.ndarray]]) -> di
         if any(id(v) in outputs for v in node.outputs):
             for v, a in zip(node.outputs, node.opdef.run(args, substitute(node.attrs, env))):
                 note(v, np.asarray(a))
-        return None
 
     for sample in samples:
         env.clear()

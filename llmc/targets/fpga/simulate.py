@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from llmc.targets.fpga import csim, emulate
-from llmc.targets.fpga.fixed import Fixed
 from llmc.targets.fpga.bind import RUNTIME, capacity
+from llmc.targets.fpga.fixed import Fixed
 from llmc.targets.fpga.kernels import dtype_of, use_capacity
 from llmc.targets.fpga.precision import Precision
 
@@ -28,9 +28,9 @@ def artifact_precision(artifact: Path) -> tuple[Precision, dict]:
 
 def simulate_codes(artifact: Path, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Output codes of the artifact's C-simulation on ``inputs`` (float/integer arrays by name)."""
-    from llmc.ir import serialize
-
     from rich.console import Console
+
+    from llmc.ir import serialize
 
     graph = serialize.load(artifact)
     P, info = artifact_precision(artifact)

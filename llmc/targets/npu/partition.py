@@ -79,8 +79,8 @@ def partition(graph: Graph, profile: Profile) -> dict[str, Placement]:
         ops = sorted({n.op for n in graph.nodes})
         raise TargetError(f"NPU profile {profile.name} runs none of the ops of {graph.name} ({', '.join(ops)}): "
                           f"nothing would run on the NPU",
-                          hint=f"use a profile that supports some of them (built-in: qnn-htp, generic-int8), "
-                               f"or compile for --target=cpu")
+                          hint="use a profile that supports some of them (built-in: qnn-htp, generic-int8), "
+                               "or compile for --target=cpu")
     return placement
 
 

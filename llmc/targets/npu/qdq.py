@@ -142,7 +142,6 @@ def calibrate_ranges(graph: Graph, calibration, names: set[str]) -> dict[str, tu
         if any(id(v) in outputs and v.name in names for v in node.outputs):  # nothing reads it: compute it here
             for v, out in zip(node.outputs, node.opdef.run(args, node.attrs)):
                 note(v, np.asarray(out))
-        return None
 
     stream(graph, calibration, list(graph.nodes), hook)
     missing = sorted(names - set(ranges))

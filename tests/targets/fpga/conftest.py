@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from llmc.targets.fpga import csim
-
-needs_csim = pytest.mark.skipif(not csim.available(), reason="needs g++ and the hls4ml package (pip install -e '.[fpga]')")
-
 
 @pytest.fixture(scope="session")
 def fpga_artifact(tmp_path_factory):

@@ -12,7 +12,7 @@ from llmc.ir import interpreter
 from llmc.targets.fpga import csim, emulate
 from llmc.targets.fpga.simulate import artifact_precision, simulate_codes
 
-from conftest import needs_csim
+from fpga_checks import needs_csim
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 from llmc.targets.fpga import csim
 from llmc.targets.fpga.fixed import Fixed, PrecisionError, accumulator, shift
 
-from conftest import needs_csim
+from fpga_checks import needs_csim
 
 
 def test_parse_and_spell():

@@ -12,7 +12,7 @@ from llmc.targets.fpga.bind import capacity
 from llmc.targets.fpga.kernels import use_capacity
 from llmc.targets.fpga.simulate import artifact_precision, simulate_codes
 
-from conftest import needs_csim
+from fpga_checks import needs_csim
 
 
 def rel(a, b):

@@ -5,9 +5,6 @@ import pytest
 
 import llmc
 
-TOL_LSB_CPU = 1.01  # ONNX Runtime's CPU provider vs the interpreter, per op (float summation order, ties)
-
-
 @pytest.fixture(scope="session")
 def cnn(tmp_path_factory):
     folder = tmp_path_factory.mktemp("npu-cnn")
@@ -38,10 +35,3 @@ def tiny_llm(tmp_path_factory):
     np.savez(folder / "ids.npz", input_ids=rng.integers(0, 256, (4, 16)).astype(np.int64))
     return llmc.compile(tiny_llama()[0], target="npu", output=folder / "art", generation=True, max_seq_len=64,
                         prefill_chunk=64, chunk=8, calib=str(folder / "ids.npz"))
-
-
-def make_plan_of(art):
-    from llmc.codegen.target import get_target
-    from llmc.targets.npu.build import make_plan
-
-    return make_plan(art.graph, get_target("npu").make_options(**art.manifest["target"]["options"]))

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import TOL_LSB_CPU, make_plan_of
+from npu_checks import TOL_LSB_CPU, make_plan_of
 from llmc.errors import TargetError
 from llmc.targets.npu.agreement import agreement
 

@@ -3,7 +3,7 @@
 
 import pytest
 
-from conftest import make_plan_of
+from npu_checks import make_plan_of
 from llmc.targets.npu.agreement import agreement
 from llmc.targets.npu.runner import Session
 
