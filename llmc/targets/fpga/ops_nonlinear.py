@@ -16,6 +16,7 @@ computed on Python integers: they exceed 64 bits, which ``ap_fixed`` handles in 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -24,7 +25,7 @@ import numpy as np
 from llmc.ir.graph import Node
 from llmc.targets.fpga import tables
 from llmc.targets.fpga.fixed import Fixed
-from llmc.targets.fpga.kernels import Arg, Call, act, code_type, kernel, numel, shape
+from llmc.targets.fpga.kernels import KERNELS, Arg, Call, KernelDef, act, code_type, kernel, numel, shape
 from llmc.targets.fpga.ops_core import INV_TYPE, inv_codes
 from llmc.targets.fpga.precision import Precision
 
@@ -236,23 +237,6 @@ def _norm_calls(node, P, rms: bool):
                  outputs=numel(y), weights=[v.name for v in node.inputs[1:]], table_bits=len(ints["rsqrt"]) * 18)]
 
 
-@kernel("layer_norm", check=_norm_check)
-class LayerNorm:
-    @staticmethod
-    def emulate(node, args, P):
-        return _norm_emulate(node, args, P, rms=False)
-
-    @staticmethod
-    def calls(node, P):
-        return _norm_calls(node, P, rms=False)
-
-
-@kernel("rms_norm", check=_norm_check)
-class RmsNorm:
-    @staticmethod
-    def emulate(node, args, P):
-        return _norm_emulate(node, args, P, rms=True)
-
-    @staticmethod
-    def calls(node, P):
-        return _norm_calls(node, P, rms=True)
+for _op, _rms in (("layer_norm", False), ("rms_norm", True)):
+    KERNELS[_op] = KernelDef(_op, functools.partial(_norm_emulate, rms=_rms), functools.partial(_norm_calls, rms=_rms),
+                             _norm_check)
