@@ -47,5 +47,6 @@ def _load() -> None:
         ops_quant,
         ops_reduce,
         ops_shape,
+        ops_sparse,
         ops_transformer,
     )

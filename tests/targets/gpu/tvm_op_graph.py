@@ -177,6 +177,11 @@ def _packed(g, s, out):
     out["linear_packed_w3"] = g.call("linear", s, g.call("dequantize_packed", *tensors3, bits=3, group=12, k=16))
     w8 = packing.quantize(_w(24, 16), packing.Grid(8, 0, sym=True))
     out["linear_w8a8"] = g.call("linear_w8a8", s, g.add_const("p8_q", w8.words), g.add_const("p8_s", w8.scale), k=16)
+    from llmc.ir.ops.sparse import csr_arrays
+
+    dense = _w(24, 16)
+    csr = [g.add_const(f"csr_{n}", a) for n, a in zip("vcp", csr_arrays(dense, np.abs(dense) > 0.6))]
+    out["linear_csr"] = g.call("linear_csr", s, *csr, out["linear_packed_w3"], k=16)
 
 
 def _shape(g, a, s, ia, out):
