@@ -1,0 +1,141 @@
+"""``linear_nm`` and ``linear_bitmap`` (``llmc.ir.ops.sparsity``) as TE kernels.
+
+``kernel="sparse"``:
+
+- N:M: ``y[.., o] = sum_j values[o, j] * x[.., (j // n) * m + index[o, j]]``, a reduction over
+  the kept weights only. With weight panels (cpu) values and index are re-laid out at load time
+  as ``[N/P, J, P]`` like every dense weight, so a step of the reduction loads P values and P
+  indices, gathers P inputs and does one vector multiply-add (cpu rule ``SparseNM``).
+- bitmap: a reduction over every k of ``bit(o, k) ? values[pos(o, k)] * x[.., k] : 0`` where
+  ``pos`` is the row offset plus the set bits before k: the set bits of the earlier words of the
+  row (``word_base``, computed at load time from the mask) and a ``popcount`` inside the word.
+  It reads half the bytes of the dense weight at 50% density but does more work per weight.
+
+``kernel="dense"``: W is expanded from its compressed tensors by a kernel over the weights alone,
+which TVM lifts into the load-time weight transform, then the dense product runs (on the cpu the
+same panel kernel as a float ``linear``). This is the cuda path for every storage: TVM 0.27 has
+``mma.sp`` only as a raw PTX intrinsic, with no schedule or tensorize rule that emits it.
+"""
+
+from __future__ import annotations
+
+from tvm import te, tirx
+from tvm.relax import op as R
+
+from llmc.codegen.tvm.context import as_f32
+from llmc.codegen.tvm.ops_linalg import _float_panel, _packed_dense, nt_matmul
+from llmc.codegen.tvm.registry import lowers
+from llmc.ir.ops.sparsity import WORD
+
+NM_BLOCK = "sparse_nm"          # the product block the cpu rule ``SparseNM`` schedules
+BITMAP_BLOCK = "sparse_bitmap"
+
+
+@lowers("linear_nm")
+def linear_nm(ctx, node, args):
+    n, m, k = node.attrs["n"], node.attrs["m"], node.attrs["k"]
+    x_type, out = node.inputs[0].type, node.inputs[1].type.shape[0]
+    bias = args[3] if len(args) == 4 else None
+    if node.attrs["kernel"] == "dense":
+
+        def expand(values, index):
+            j = te.reduce_axis((0, n), name="j")
+
+            def at(o, kk):
+                slot = (kk // m) * n + j
+                return te.sum(tirx.Select(tirx.Cast("int64", index[o, slot]) == kk % m, values[o, slot],
+                                          tirx.const(0.0, "float32")), axis=j)
+
+            return te.compute((out, k), at, name="expand_nm")
+
+        w = ctx.emit_te(expand, args[1], args[2], name="expand_nm")
+        return _dense(ctx, args[0], x_type, w, out, bias)
+    p = ctx.options.pack_weights if x_type.rank >= 2 else 0
+    values, index = (ctx.panels(args[1]), ctx.panels(args[2])) if p else (args[1], args[2])
+    width = k // m * n
+
+    def product(x, values, index):
+        j = te.reduce_axis((0, width), name="j")
+        rows = len(x.shape) - 1
+
+        def body(*i):
+            lead = (i[-2], j, i[-1]) if p else (i[-1], j)
+            column = (j // n) * m + tirx.Cast("int64", index[lead])
+            return te.sum(values[lead] * x[(*i[:rows], column)], axis=j)
+
+        shape = [*x.shape[:-1], -(-out // p), p] if p else [*x.shape[:-1], out]
+        return te.compute(shape, body, name=NM_BLOCK)
+
+    y = ctx.emit_te(product, args[0], values, index, name="linear_nm")
+    if p:
+        y = ctx.emit(R.reshape(y, [*ctx.shape(x_type.shape[:-1]), -(-out // p) * p]))
+        if -(-out // p) * p != out:
+            y = ctx.emit(R.strided_slice(y, axes=[x_type.rank - 1], begin=[0], end=[out]))
+    return y if bias is None else R.add(y, bias)
+
+
+@lowers("linear_bitmap")
+def linear_bitmap(ctx, node, args):
+    k = node.attrs["k"]
+    x_type = node.inputs[0].type
+    out, words = node.inputs[2].type.shape
+    nnz = max(int(node.inputs[1].type.shape[0]), 1)
+    bias = args[4] if len(args) == 5 else None
+
+    def word_base(mask, offsets):
+        v = te.reduce_axis((0, words), name="v")
+        before = te.compute((out, words), lambda o, w: te.sum(
+            tirx.Select(v < w, _popcount(_unsigned(mask[o, v])), tirx.const(0, "int32")), axis=v), name="bits_before")
+        return te.compute((out, words), lambda o, w: before[o, w] + offsets[o], name="word_base")
+
+    base = ctx.emit_te(word_base, args[2], args[3], name="bitmap_word_base")
+
+    def weight(values, mask, base, o, kk):
+        word = _unsigned(mask[o, kk // WORD])  # all bit math in uint32: int32 would be widened to int64
+        shift = tirx.Cast("uint32", kk % WORD)
+        bit = tirx.bitwise_and(tirx.shift_right(word, shift), _u32(1))
+        below = tirx.bitwise_and(word, tirx.shift_left(_u32(1), shift) - _u32(1))
+        pos = tirx.min(base[o, kk // WORD] + _popcount(below), nnz - 1)
+        return tirx.Select(bit == _u32(1), as_f32(values[pos]), tirx.const(0.0, "float32"))
+
+    if node.attrs["kernel"] == "dense":
+        w = ctx.emit_te(lambda values, mask, base: te.compute(
+            (out, k), lambda o, kk: weight(values, mask, base, o, kk), name="expand_bitmap"),
+            args[1], args[2], base, name="expand_bitmap")
+        return _dense(ctx, args[0], x_type, w, out, bias)
+
+    def product(x, values, mask, base):
+        kk = te.reduce_axis((0, k), name="k")
+        rows = len(x.shape) - 1
+        return te.compute([*x.shape[:-1], out], lambda *i: te.sum(
+            weight(values, mask, base, i[-1], kk) * x[(*i[:rows], kk)], axis=kk), name=BITMAP_BLOCK)
+
+    y = ctx.emit_te(product, args[0], args[1], args[2], base, name="linear_bitmap")
+    return y if bias is None else R.add(y, bias)
+
+
+def _unsigned(word) -> tirx.PrimExpr:
+    word = word.asobject() if hasattr(word, "asobject") else word
+    return tirx.reinterpret("uint32", word)
+
+
+def _u32(v: int) -> tirx.PrimExpr:
+    return tirx.const(v, "uint32")
+
+
+def _popcount(u) -> tirx.PrimExpr:
+    """Set bits of a uint32, as int32, by the SWAR bit count (plain integer ops, so it vectorizes;
+    LLVM codegen of TVM's ``popcount`` fails on vectors)."""
+    u = u - tirx.bitwise_and(tirx.shift_right(u, _u32(1)), _u32(0x55555555))
+    u = tirx.bitwise_and(u, _u32(0x33333333)) + tirx.bitwise_and(tirx.shift_right(u, _u32(2)), _u32(0x33333333))
+    u = tirx.bitwise_and(u + tirx.shift_right(u, _u32(4)), _u32(0x0F0F0F0F))
+    return tirx.Cast("int32", tirx.shift_right(u * _u32(0x01010101), _u32(24)))
+
+
+def _dense(ctx, x, x_type, w, out: int, bias):
+    """The dense product with ``w`` (expanded from the weights only, so computed at load time)."""
+    if ctx.options.pack_weights and x_type.rank >= 2:
+        return _packed_dense(ctx, x, x_type, [ctx.panels(w)], _float_panel, out, bias)
+    y = nt_matmul(ctx, x, w)
+    return y if bias is None else R.add(y, bias)
+
