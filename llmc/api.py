@@ -137,6 +137,8 @@ def compile(
     calibration: str | Path | None = None,
     calibration_samples: int | None = None,
     calibration_length: int | None = None,
+    memory_budget: int | str | None = None,
+    stages: int | None = None,
     **target_options,
 ) -> Artifact:
     """Capture ``model`` (any form ``load_model`` takes), optimize it and write its artifact.
@@ -157,6 +159,9 @@ def compile(
     ``awq``) on ``calibration`` data (``builtin``, a .txt or an .npz file; ``calibration_samples``
     windows of ``calibration_length`` tokens). Recipes and calibration data are checked before
     any calibration runs.
+    ``memory_budget`` (bytes, or text such as ``"160MiB"``) schedules a generation step into layer
+    groups that run within it, streaming weights (``llmc.passes.schedule``); ``stages`` splits it
+    into pipeline stages for ``--distributed`` runs. A budget no plan fits is refused before any build.
     ``target_options`` are the target's options (``llmc targets`` lists them).
     """
     tgt = get_target(target)
@@ -182,6 +187,16 @@ def compile(
             graph, sections["generation"] = lm.graph, generation_section(lm, prefill_chunk, all_logits)
         else:
             graph = load_model(model, example_inputs=example_inputs, input_shapes=input_shapes, dynamic=dynamic)
+        schedule = None
+        if memory_budget is not None or stages is not None:
+            from llmc.passes.schedule.request import ScheduleRequest
+
+            if "generation" not in sections:
+                raise InputError("--memory-budget and --stages schedule a generation step",
+                                 hint="compile an LLM with generation=True (--generation)")
+            schedule = ScheduleRequest.make(lm, tgt.name, target_options, memory_budget=memory_budget, stages=stages,
+                                            prefill_chunk=prefill_chunk, folder=out.parent)
+            schedule.check(graph)
         require_weights(graph)
         step(f"optimizing ({level}: {', '.join(pipeline) or 'no passes'})")
         from llmc.passes import run_pipeline
@@ -200,6 +215,9 @@ def compile(
             records.append(record)
         graph, more = run_pipeline(graph, [str(s) for s in late], verify=verify, options=pass_options)
         records.extend(more)
+        if schedule is not None:
+            graph, record, sections["schedule"] = schedule.apply(graph)
+            records.append(record)
         tgt.check(graph, options)
         step(f"lowering for {tgt.name} and writing {out}")
         manifest = write_artifact(graph, out, target=tgt, options=options, opt_level=level, passes=records,

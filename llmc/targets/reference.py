@@ -39,7 +39,11 @@ class ReferenceTarget(Target):
     def step_runner(self, artifact: Path):
         from llmc.ir import serialize
         from llmc.runtime.generate import ReferenceRunner
+        from llmc.runtime.streaming import StreamingRunner, read_schedule
 
+        schedule = read_schedule(artifact)
+        if schedule is not None and "groups" in schedule:  # compiled with --memory-budget: stream its weights
+            return StreamingRunner(artifact)
         return ReferenceRunner(serialize.load(artifact))
 
 
