@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="compile an LLM's generation step with a KV cache (default: for GGUF files and LLM examples)")
     _generation_flags(c)
     c.add_argument("--all-logits", action="store_true", help="generation step returns logits of every position")
+    _schedule_flags(c)
     _quant_flags(c)
     c.set_defaults(func=compile_cmd)
 
@@ -58,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="predict time per layer on a device (h100, h200, a100, rtx4090, l4, sd8gen3, u280, u250, "
                         "zcu102, cpu = this machine, measured); generation models: --size seq=N (prefill) ctx=C (decode)")
     _shape_flags(i, dynamic=True)
+    i.add_argument("--memory-budget", metavar="SIZE",
+                   help="pre-flight: does the LLM fit SIZE (e.g. 4GiB), and how fast, on this CPU and --device "
+                        "(default h100); works on a config-only Hugging Face folder")
+    _generation_flags(i)
     i.set_defaults(func=inspect_cmd)
 
     r = sub.add_parser("run", parents=[debug], help="run an artifact")
@@ -84,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--stop", action="append", metavar="TEXT", help="stop when the text contains TEXT (repeatable)")
     g.add_argument("-t", "--target", default="cpu", help="target to compile a model for on first use (default cpu)")
     g.add_argument("--reference", action="store_true", help="run on the reference interpreter")
+    g.add_argument("--distributed", action="store_true",
+                   help="run an artifact compiled with --stages N as N local torch.distributed processes")
     _generation_flags(g)
     g.set_defaults(func=generate_cmd)
 
@@ -97,16 +104,33 @@ def _generation_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefill-chunk", type=int, metavar="N", help="prompt tokens per prefill step (default 256)")
 
 
+def _schedule_flags(p: argparse.ArgumentParser) -> None:
+    s = p.add_argument_group("scheduling (generation, reference target)")
+    s.add_argument("--memory-budget", metavar="SIZE", help="run within SIZE (e.g. 160MiB): layer groups, weights "
+                   "streamed from disk; refused at once if nothing fits")
+    s.add_argument("--stages", type=int, metavar="N", help="split into N pipeline stages (run with --distributed)")
+
+
 def _quant_flags(p: argparse.ArgumentParser) -> None:
     from llmc.passes.quantize.formats import METHODS
 
     q = p.add_argument_group("quantization")
-    q.add_argument("--quant", metavar="FORMAT", help="weight format: w8, w4g32, w4g128, w3g128, w2g64, w8a8, fp16")
+    q.add_argument("--quant", metavar="FORMAT", help="weight format: w8, w4g32, w4g128, w3g128, w2g64, w8a8, fp16 "
+                   "(+oFRACTION keeps outliers, e.g. w3g128+o0.005), or mixed (chosen per weight under a budget)")
     q.add_argument("--quant-method", default="rtn", choices=METHODS, help="how weights are rounded")
     q.add_argument("--recipe", metavar="RECIPE.json", help='per-node formats, as JSON or a file of it: {"default": "w4g128", "override": {...}}')
     q.add_argument("--calibration", metavar="builtin|FILE.txt|FILE.npz", help="calibration data (gptq and awq need it)")
     q.add_argument("--calibration-samples", type=int, metavar="N", help="samples cut from a calibration text (default 32)")
     q.add_argument("--calibration-length", type=int, metavar="L", help="tokens per calibration sample (default 256)")
+    m = p.add_argument_group("mixed precision (--quant mixed: one budget)")
+    m.add_argument("--avg-bits", type=float, metavar="BITS", help="average stored bits per weight parameter, e.g. 4.25")
+    m.add_argument("--weight-budget", metavar="SIZE", help="stored bytes of the quantizable weights, e.g. 60MiB")
+    m.add_argument("--latency-budget", metavar="TIME", help="predicted decode step, e.g. 8ms (on --device, e.g. h100)")
+    m.add_argument("--sensitivity", default="output", choices=("output", "proxy"),
+                   help="measured output error (default) or the activation-weighted weight error")
+    m.add_argument("--outliers", type=float, metavar="FRACTION", help="also try keeping this fraction in float16, e.g. 0.005")
+    m.add_argument("--reorder-channels", action="store_true", help="group outlier input channels where it folds")
+    m.add_argument("--tie-groups", action="store_true", help="one format for the linears that read one input")
 
 
 def _shape_flags(p: argparse.ArgumentParser, *, dynamic: bool) -> None:

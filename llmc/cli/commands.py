@@ -24,16 +24,33 @@ def generation_options(a) -> dict:
     return {k: getattr(a, k) for k in ("max_seq_len", "prefill_chunk") if getattr(a, k) is not None}
 
 
+def mixed_options(a, options: dict) -> dict:
+    """--avg-bits, --weight-budget, --latency-budget and the rest of --quant mixed; ``--device`` names the
+    budget's device (taken out of ``options``) when the target has no device option of its own."""
+    from llmc.codegen.target import get_target
+
+    out = {k: getattr(a, k) for k in ("avg_bits", "weight_budget", "latency_budget", "outliers")
+           if getattr(a, k) is not None}
+    out.update(sensitivity=a.sensitivity, reorder_channels=a.reorder_channels, tie_groups=a.tie_groups)
+    if a.quant == "mixed" and "device" in options:
+        known = dataclasses.fields(get_target(a.target).Options)
+        if "device" not in {f.name for f in known}:
+            out["budget_device"] = options.pop("device")
+    return out
+
+
 def compile_cmd(a) -> int:
     from llmc import api
 
+    options = target_options(a)
     with show.status(f"compiling {a.model}") as update:
         art = api.compile(
             a.model, a.target, output=a.output, opt_level=a.opt_level, input_shapes=shapes_dict(a.input_shape),
             dynamic=dynamic_dict(a.dynamic), verify=a.verify, sizes=dict(a.size or []), progress=update,
             generation=a.generation, all_logits=a.all_logits, quant=a.quant, quant_method=a.quant_method,
             recipe=a.recipe, calibration=a.calibration, calibration_samples=a.calibration_samples,
-            calibration_length=a.calibration_length, **generation_options(a), **target_options(a),
+            calibration_length=a.calibration_length, memory_budget=a.memory_budget, stages=a.stages,
+            **generation_options(a), **mixed_options(a, options), **options,
         )
     model = art.manifest["model"]
     show.line(f"wrote {art.path} (target {art.target}, {art.manifest['opt_level']}): "
@@ -58,6 +75,8 @@ def inspect_cmd(a) -> int:
     path = Path(a.model)
     if path.is_dir() and (path / MANIFEST).is_file():
         return _inspect_artifact(path, a, device)
+    if a.memory_budget is not None:
+        return _preflight(a)
     from llmc.codegen.report import graph_facts, model_tables
 
     with show.status(f"capturing {a.model}"):
@@ -85,8 +104,31 @@ def _inspect_artifact(path: Path, a, device) -> int:
     elif a.json:
         show.as_json({**art.manifest, **({"cost": cost} if cost else {})})
     else:
+        from llmc.passes.schedule.tables import schedule_tables
+
         manifest = {k: v for k, v in art.manifest.items() if not (cost and k == "cost")}
-        show.tables(artifact_tables(manifest) + _cost_tables(cost))
+        show.tables(artifact_tables(manifest) + schedule_tables(path) + _cost_tables(cost))
+    return 0
+
+
+def _preflight(a) -> int:
+    """``inspect MODEL --memory-budget SIZE``: the pre-flight answer on this CPU and ``--device`` (h100)."""
+    from llmc.codegen import devices
+    from llmc.frontend.causal import DEFAULT_PREFILL_CHUNK
+    from llmc.passes.schedule.plan import parse_bytes
+    from llmc.passes.schedule.preflight import causal_lm_shapes, preflight
+    from llmc.passes.schedule.tables import preflight_tables
+
+    budget = parse_bytes(a.memory_budget)
+    with show.status(f"reading {a.model}"):
+        lm = causal_lm_shapes(a.model, max_seq_len=a.max_seq_len)
+        chunk = a.prefill_chunk or min(DEFAULT_PREFILL_CHUNK, lm.max_seq_len)
+        answers = [preflight(lm.graph, budget=budget, device=devices.get(name), max_seq_len=lm.max_seq_len,
+                             prefill_chunk=chunk) for name in dict.fromkeys(["cpu", a.device or "h100"])]
+    if a.json:
+        show.as_json([p.to_json() for p in answers])
+    else:
+        show.tables(preflight_tables(answers))
     return 0
 
 
