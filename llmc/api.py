@@ -139,6 +139,11 @@ def compile(
     calibration_length: int | None = None,
     memory_budget: int | str | None = None,
     stages: int | None = None,
+    sparsity: float | None = None,
+    sparsity_pattern: str | None = None,
+    sparsity_method: str = "wanda",
+    sparsity_for: str = "speed",
+    sparsity_scope: str = "layer",
     **target_options,
 ) -> Artifact:
     """Capture ``model`` (any form ``load_model`` takes), optimize it and write its artifact.
@@ -162,10 +167,17 @@ def compile(
     ``memory_budget`` (bytes, or text such as ``"160MiB"``) schedules a generation step into layer
     groups that run within it, streaming weights (``llmc.passes.schedule``); ``stages`` splits it
     into pipeline stages for ``--distributed`` runs. A budget no plan fits is refused before any build.
+    ``sparsity`` (the fraction of weights zeroed) and/or ``sparsity_pattern`` (``unstructured``,
+    ``2:4``, ``4:8``) prune the linears inside the blocks by ``sparsity_method`` (``magnitude``,
+    ``wanda``, ``sparsegpt``), per layer or under one ``sparsity_scope="global"`` density, and store
+    them compressed where the sparse kernel is faster on the target (``sparsity_for="speed"``) or
+    everywhere (``"size"``); see ``llmc.passes.sparsity``. Options are checked before any work.
     ``target_options`` are the target's options (``llmc targets`` lists them).
     """
     tgt = get_target(target)
     options = tgt.make_options(**target_options)
+    sparse = _sparsity(tgt, sparsity, sparsity_pattern, sparsity_method, sparsity_for, sparsity_scope, calibration,
+                       quant or recipe)
     level = str(opt_level or tgt.default_level)
     level = level if level.startswith("O") else f"O{level.lstrip('-')}"
     pipeline = tgt.pipeline(level)
@@ -205,6 +217,17 @@ def compile(
         early, late = split_for_quantization(resolve(pipeline))  # fusion follows quantization
         pass_options = tgt.pass_options(options)
         graph, records = run_pipeline(graph, [str(s) for s in early], verify=verify, options=pass_options)
+        if sparse is not None:
+            from llmc.frontend.causal import DEFAULT_PREFILL_CHUNK
+            from llmc.passes.sparsity.apply import sparsify_for
+
+            chunk = (prefill_chunk or min(DEFAULT_PREFILL_CHUNK, lm.max_seq_len)) if "generation" in sections else None
+            graph, sections["sparsity"], record = sparsify_for(
+                graph, tgt, options, options=sparse, calibration=calibration, quant=quant or recipe,
+                samples=calibration_samples, length=calibration_length,
+                tokenizer=lm.save_tokenizer if "generation" in sections else None, prefill_chunk=chunk,
+                sizes=dict(sizes or {}), measure=None, progress=step)
+            records.append(record)
         if quant is not None or recipe is not None:
             from llmc.passes.quantize.apply import quantize_for
 
@@ -227,6 +250,17 @@ def compile(
             shutil.rmtree(scratch, ignore_errors=True)
         raise
     return Artifact(out, manifest, passes=records)
+
+
+def _sparsity(tgt, sparsity, pattern, method, goal, scope, calibration, quant):
+    """The checked sparsity request, or None when none was made (refused here, before any work)."""
+    if sparsity is None and pattern is None:
+        return None
+    from llmc.passes.sparsity import SparsityOptions, check_request
+
+    request = SparsityOptions(sparsity, pattern or "unstructured", method, goal, scope)
+    check_request(request, tgt, calibration=calibration, quant=quant)
+    return request
 
 
 def load(path: str | Path, *, verify: bool = True) -> Artifact:

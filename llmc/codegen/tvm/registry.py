@@ -48,5 +48,6 @@ def _load() -> None:
         ops_reduce,
         ops_shape,
         ops_sparse,
+        ops_sparsity,
         ops_transformer,
     )

@@ -491,7 +491,9 @@ class Elementwise(dl.ScheduleRule):
 
 def cpu_rules() -> list[dl.ScheduleRule]:
     """The CPU rules in order (the first that applies schedules a kernel)."""
-    return [LanePartials(), QuantGemv(), Dense(), Conv(), Guarded(VectorRows()), Guarded(dl.cpu.Reduction()),
+    from llmc.targets.gpu.cpu_sparse_rules import sparse_rules
+
+    return [LanePartials(), QuantGemv(), *sparse_rules(), Dense(), Conv(), Guarded(VectorRows()), Guarded(dl.cpu.Reduction()),
             RowReduction(), Elementwise()]
 
 

@@ -54,6 +54,7 @@ def all_ops_graph() -> tuple[Graph, list[str]]:
     _kv_cache(g, q, k, cache, kv, out)
     _quant(g, a, out)
     _packed(g, s, out)
+    _sparsity(g, s, out)
     _shape(g, a, s, ia, out)
     _fused(g, s, out)
     g.outputs = list(out.values())
@@ -182,6 +183,21 @@ def _packed(g, s, out):
     dense = _w(24, 16)
     csr = [g.add_const(f"csr_{n}", a) for n, a in zip("vcp", csr_arrays(dense, np.abs(dense) > 0.6))]
     out["linear_csr"] = g.call("linear_csr", s, *csr, out["linear_packed_w3"], k=16)
+
+
+def _sparsity(g, s, out):
+    """Pruned weights: 2:4 (values + indices) and bitmap storage, each with its sparse kernel and expanded at load time."""
+    from llmc.ir.ops.sparsity import compress_bitmap, compress_nm
+
+    w = _w(24, 16)
+    groups = w.reshape(24, 4, 4)
+    np.put_along_axis(groups, np.argsort(np.abs(groups), axis=-1)[..., :2], 0.0, axis=-1)
+    nm = [g.add_const(f"nm_{n}", a) for n, a in zip("vi", compress_nm(groups.reshape(24, 16), 2, 4))]
+    bitmap = [g.add_const(f"bitmap_{n}", a) for n, a in zip("vmo", compress_bitmap(np.where(np.abs(w) > 0.3, w, 0)))]
+    bias = g.add_const("sparse_bias", _w(24))
+    for kernel in ("sparse", "dense"):
+        out[f"linear_nm_{kernel}"] = g.call("linear_nm", s, *nm, n=2, m=4, k=16, kernel=kernel)
+        out[f"linear_bitmap_{kernel}"] = g.call("linear_bitmap", s, *bitmap, bias, k=16, kernel=kernel)
 
 
 def _shape(g, a, s, ia, out):

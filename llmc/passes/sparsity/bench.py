@@ -1,0 +1,108 @@
+"""The cpu micro-benchmark behind a sparsity decision: a weight's sparse kernel and the dense one,
+built for this machine and timed at the artifact's sizes, cached so later compiles do not re-time.
+
+``measure(stored, sizes)`` builds two one-op graphs with an input of ``rows`` x K (a ``seq``
+dimension bound per size): ``linear`` over a random dense [N, K] matrix, and the stored op over a
+random matrix of the same shape, storage and density (the kernels' speed depends on those, not on
+the values). Each is compiled for the cpu target as an artifact would be and timed with the
+Relax VM's ``time_evaluator``: the median of ``REPEATS`` repeats of at least ``MIN_MS`` ms each,
+so one busy moment of a shared machine moves it little (the numbers are still noisy there).
+
+Results are kept in ``$LLMC_CACHE/sparsity/<cpu>-<cores>c.json`` (default ``~/.cache/llmc``) by
+llmc version, storage, shape, density (to 0.01) and rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from llmc.passes.sparsity.storage import Stored, store
+
+REPEATS = 5
+MIN_MS = 20
+
+
+def cache_file() -> Path:
+    from llmc.targets.gpu.cpu import host_cpu
+
+    root = Path(os.environ.get("LLMC_CACHE") or Path.home() / ".cache" / "llmc")
+    return root / "sparsity" / f"{host_cpu()}-{os.cpu_count() or 1}c.json"
+
+
+def cache_key(stored: Stored, rows: int) -> str:
+    from llmc import __version__
+
+    n, k = stored.shape
+    return f"llmc{__version__}/{stored.label()}/{n}x{k}/d{stored.density:.2f}/rows{rows}"
+
+
+def measure(stored: Stored, sizes: dict[str, int]) -> dict[str, dict[str, float]]:
+    """Seconds per call of the dense and the sparse kernel at each size (see the module docstring)."""
+    path = cache_file()
+    cache = json.loads(path.read_text()) if path.is_file() else {}
+    missing = {size: rows for size, rows in sizes.items() if cache_key(stored, rows) not in cache}
+    if missing:
+        timed = _time(stored, sorted(set(missing.values())))
+        for rows, result in timed.items():
+            cache[cache_key(stored, rows)] = result
+        path.parent.mkdir(parents=True, exist_ok=True)
+        scratch = path.with_suffix(".tmp")
+        scratch.write_text(json.dumps(cache, indent=1, sort_keys=True) + "\n")
+        scratch.replace(path)
+    return {size: dict(cache[cache_key(stored, rows)]) for size, rows in sizes.items()}
+
+
+def _time(stored: Stored, rows: list[int]) -> dict[int, dict[str, float]]:
+    import llmc
+    from llmc.targets.gpu.runtime import Session
+
+    rng = np.random.default_rng(0)
+    n, k = stored.shape
+    dense = rng.standard_normal((n, k)).astype(np.float32)
+    pruned = store(_like(dense, stored, rng), _pattern(stored))
+    out: dict[int, dict[str, float]] = {r: {} for r in rows}
+    with tempfile.TemporaryDirectory(prefix="llmc-sparse-bench-") as folder:
+        for name, graph in (("dense", _graph(dense, None)), ("sparse", _graph(None, pruned))):
+            art = llmc.compile(graph, target="cpu", output=Path(folder) / name)
+            session = Session(art.path)
+            timer = session.vm.time_evaluator("main", session.device, number=1, repeat=REPEATS, min_repeat_ms=MIN_MS)
+            for r in rows:
+                x = session._to_device(rng.standard_normal((1, r, k)).astype(np.float32),
+                                       session.spec["inputs"][0], {})
+                out[r][name] = float(np.median(timer(x, *session.params).results))
+    return out
+
+
+def _pattern(stored: Stored) -> str:
+    return stored.label() if stored.storage == "nm" else "unstructured"
+
+
+def _like(w: np.ndarray, stored: Stored, rng) -> np.ndarray:
+    """``w`` pruned to ``stored``'s pattern and density at random positions."""
+    if stored.storage == "nm":
+        n, m = stored.attrs["n"], stored.attrs["m"]
+        groups = w.reshape(w.shape[0], -1, m)
+        drop = np.argsort(rng.random(groups.shape), axis=-1)[..., n:]
+        np.put_along_axis(groups, drop, 0.0, axis=-1)
+        return groups.reshape(w.shape)
+    return np.where(rng.random(w.shape) < stored.density, w, 0.0).astype(np.float32)
+
+
+def _graph(dense: np.ndarray | None, stored: Stored | None):
+    from llmc.ir import DType, Graph, TensorType, sym
+
+    k = (dense if dense is not None else np.empty(stored.shape)).shape[1]
+    g = Graph("sparsity_bench")
+    x = g.add_input("x", TensorType(DType.f32, (1, sym("seq"), k)))
+    if stored is None:
+        y = g.call("linear", x, g.add_const("weight", dense))
+    else:
+        attrs = {**stored.attrs, **({"kernel": "sparse"} if stored.op != "linear_csr" else {})}
+        y = g.call(stored.op, x, *(g.add_const(f"weight.{key}", t) for key, t in stored.tensors.items()), **attrs)
+    g.outputs = [y]
+    return g

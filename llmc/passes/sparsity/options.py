@@ -1,0 +1,110 @@
+"""What a user asks of the sparsity pass, checked against the graph and the target before any work.
+
+    SparsityOptions(sparsity=0.5, pattern="unstructured", method="wanda", goal="speed", scope="layer")
+
+sparsity: the fraction of each pruned weight set to zero, in [0, 1) (its density, the fraction
+          kept, is then in (0, 1]); for an N:M pattern it is 1 - n/m and may be left out.
+pattern:  ``unstructured`` or ``N:M`` (``2:4``, ``4:8``: n kept of every m consecutive weights
+          along the reduction axis; m must divide every pruned weight's input features).
+method:   ``magnitude`` (|W|, no data), ``wanda`` (|W| x input-activation norm) or ``sparsegpt``
+          (Wanda-like mask chosen with the Hessian, the kept weights updated to compensate);
+          the last two need calibration data.
+goal:     ``speed``: a layer is stored sparse only where its sparse kernel is faster than the dense
+          one on the target (cost model, and on the cpu a measured micro-benchmark); elsewhere it
+          keeps its dense weights. ``size``: every layer is pruned and stored compressed; where the
+          sparse kernel does not pay, the weight is expanded at load time and runs dense.
+scope:    ``layer``: every weight at the same density; ``global``: one density over all pruned
+          weights together (each layer's density follows its scores; unstructured only).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+from llmc.errors import InputError, PassError, TargetError
+from llmc.passes.sparsity.prune import UNSTRUCTURED, parse_pattern
+
+METHODS = ("magnitude", "wanda", "sparsegpt")
+GOALS = ("speed", "size")
+SCOPES = ("layer", "global")
+MAX_GROUP = 255  # N:M positions are stored in one byte
+SPARSE_OPS = ("linear_nm", "linear_bitmap")  # what a target must lower to run sparse weights
+
+
+@dataclass(frozen=True)
+class SparsityOptions:
+    sparsity: float | None = None
+    pattern: str = UNSTRUCTURED
+    method: str = "wanda"
+    goal: str = "speed"
+    scope: str = "layer"
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise PassError(f"unknown sparsity method {self.method!r}", hint=f"use one of {', '.join(METHODS)}")
+        if self.goal not in GOALS:
+            raise PassError(f"unknown sparsity goal {self.goal!r}", hint="use --sparsity-for speed or size")
+        if self.scope not in SCOPES:
+            raise PassError(f"unknown sparsity scope {self.scope!r}", hint="use --sparsity-scope layer or global")
+        if self.pattern != UNSTRUCTURED:
+            m = re.fullmatch(r"(\d+):(\d+)", self.pattern)
+            if not m or not 0 < int(m[1]) < int(m[2]) or int(m[2]) > MAX_GROUP:
+                raise PassError(f"sparsity pattern {self.pattern!r} is not unstructured or N:M with 0 < N < M <= "
+                                f"{MAX_GROUP}", hint="use unstructured, 2:4 or 4:8")
+            n, m_ = parse_pattern(self.pattern)
+            if self.sparsity is not None and abs(self.sparsity - (1 - n / m_)) > 1e-9:
+                raise PassError(f"sparsity {self.sparsity} disagrees with the pattern {self.pattern}, which zeroes "
+                                f"{1 - n / m_:g} of the weights", hint="leave out --sparsity for an N:M pattern")
+            if self.scope == "global":
+                raise PassError(f"the {self.pattern} pattern fixes every layer's density at {n}/{m_}; a global "
+                                "density target needs unstructured sparsity",
+                                hint="use --sparsity-scope layer, or --sparsity-pattern unstructured")
+        elif self.sparsity is None:
+            raise PassError("unstructured sparsity needs a fraction of weights to zero",
+                            hint="give --sparsity S, e.g. 0.5")
+        density = self.density
+        if not 0.0 < density <= 1.0:
+            raise PassError(f"sparsity {self.sparsity} leaves a density (fraction of weights kept) of {density:g}, "
+                            "outside (0, 1]", hint="give a sparsity in [0, 1), e.g. 0.5")
+
+    @property
+    def density(self) -> float:
+        nm = parse_pattern(self.pattern)
+        return nm[0] / nm[1] if nm is not None else 1.0 - float(self.sparsity)
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.method != "magnitude"
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "density": self.density}
+
+
+def check_request(options: SparsityOptions, target, *, calibration, quant) -> None:
+    """Refuse what this compile cannot do, before calibration: a target that runs no sparse
+    weights, a method without its data, sparsity together with quantization."""
+    ops = target.supported_ops()  # None: every registered op (the interpreter), or undeclared (npu)
+    missing = [op for op in SPARSE_OPS if ops is not None and op not in ops]
+    if missing or (ops is None and target.name != "reference"):
+        raise TargetError(f"target {target.name} cannot run {options.pattern} sparse weights (it lowers no "
+                          f"{', '.join(missing or SPARSE_OPS)})", hint="compile for cpu, cuda or reference, or leave out --sparsity")
+    if options.needs_calibration and calibration is None:
+        raise InputError(f"--sparsity-method {options.method} needs calibration data (input activations)",
+                         hint="add --calibration builtin (or a .txt/.npz file), or use --sparsity-method magnitude")
+    if quant:
+        raise PassError("sparsity with quantization is not built yet (the quantizer would refill pruned weights)",
+                        hint="use --sparsity or --quant, not both; docs/passes/sparsity.md describes the plan")
+
+
+def check_shapes(options: SparsityOptions, weights: dict[str, tuple[int, int, str]]) -> None:
+    """Every pruned weight [n, k] (with the node origin) fits the pattern: m divides k."""
+    nm = parse_pattern(options.pattern)
+    if nm is None:
+        return
+    bad = [(origin, k) for n, k, origin in weights.values() if k % nm[1]]
+    if bad:
+        origin, k = bad[0]
+        raise PassError(f"the {options.pattern} pattern needs the input features of every pruned linear to be a "
+                        f"multiple of {nm[1]}; {origin} has {k}" + (f" ({len(bad) - 1} more)" if len(bad) > 1 else ""),
+                        where=origin, hint="use unstructured sparsity, or an N:M whose M divides it")

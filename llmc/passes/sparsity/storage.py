@@ -1,0 +1,75 @@
+"""How a pruned weight is stored: N:M values + indices, or unstructured as a bitmap or CSR.
+
+Unstructured weights take whichever of the two is smaller for their density: the bitmap costs
+``4 * nnz + N * K / 8`` bytes (float32 values and one bit per weight), CSR (the ``linear_csr`` op
+of the outlier decomposition: float16 values and int32 columns) ``6 * nnz``; CSR wins below a
+density of 1/16. CSR rounds the kept weights to float16; its error is measured like any other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from llmc.ir.ops.sparse import csr_arrays
+from llmc.ir.ops.sparsity import compress_bitmap, compress_nm
+from llmc.passes.sparsity.prune import parse_pattern
+
+NM, BITMAP, CSR = "nm", "bitmap", "csr"
+
+
+@dataclass
+class Stored:
+    """One weight's compressed tensors, the op that reads them and its attributes."""
+
+    storage: str                   # nm, bitmap or csr
+    op: str                        # linear_nm, linear_bitmap or linear_csr
+    tensors: dict[str, np.ndarray]  # input name -> array, in the op's input order
+    attrs: dict
+    nnz: int
+    shape: tuple[int, int]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors.values())
+
+    @property
+    def density(self) -> float:
+        return self.nnz / max(self.shape[0] * self.shape[1], 1)
+
+    def label(self) -> str:
+        return f"{self.attrs['n']}:{self.attrs['m']}" if self.storage == NM else self.storage
+
+
+def store(w: np.ndarray, pattern: str) -> Stored:
+    """The compact form of the pruned ``w`` [N, K] (zeros where pruned)."""
+    rows, k = w.shape
+    nnz = int(np.count_nonzero(w))
+    nm = parse_pattern(pattern)
+    if nm is not None:
+        values, index = compress_nm(w, *nm)
+        return Stored(NM, "linear_nm", {"values": values, "index": index}, {"n": nm[0], "m": nm[1], "k": k},
+                      nnz, (rows, k))
+    if 6 * nnz < 4 * nnz + rows * -(-k // 32) * 4:
+        values, columns, indptr = csr_arrays(w, w != 0)
+        return Stored(CSR, "linear_csr", {"values": values, "columns": columns, "indptr": indptr}, {"k": k},
+                      nnz, (rows, k))
+    values, mask, offsets = compress_bitmap(w)
+    return Stored(BITMAP, "linear_bitmap", {"values": values, "mask": mask, "offsets": offsets}, {"k": k},
+                  nnz, (rows, k))
+
+
+def expanded(stored: Stored) -> np.ndarray:
+    """The float32 matrix the stored tensors stand for (what every kernel computes with)."""
+    from llmc.ir.ops.sparsity import expand_bitmap, expand_nm
+
+    t, a = stored.tensors, stored.attrs
+    if stored.storage == NM:
+        return expand_nm(t["values"], t["index"], a["n"], a["m"], a["k"])
+    if stored.storage == BITMAP:
+        return expand_bitmap(t["values"], t["mask"], t["offsets"], a["k"])
+    w = np.zeros(stored.shape, np.float32)
+    rows = np.repeat(np.arange(stored.shape[0]), np.diff(t["indptr"]))
+    w[rows, t["columns"]] = t["values"].astype(np.float32)
+    return w
