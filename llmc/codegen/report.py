@@ -155,6 +155,10 @@ def artifact_tables(manifest: dict) -> list[Table]:
     tables.append(Table(f"passes ({manifest['opt_level']})", ["pass", "changed", "stats"], passes))
     if "quantization" in manifest:
         tables.append(quantization_table(manifest["quantization"]))
+    if "sparsity" in manifest:
+        from llmc.passes.sparsity.report import sparsity_table
+
+        tables.append(sparsity_table(manifest["sparsity"]))
     tables += target_tables
     if "cost" in manifest:
         from llmc.codegen.cost import cost_tables

@@ -32,7 +32,7 @@ from llmc.passes.sparsity.decide import Decision, Measure, decide
 from llmc.passes.sparsity.options import SparsityOptions, check_request, check_shapes
 from llmc.passes.sparsity.storage import Stored, expanded, store
 
-__all__ = ["LayerRecord", "SparsityOptions", "candidates", "check_request", "sparsify"]
+__all__ = ["LayerRecord", "SparsityOptions", "candidates", "check_graph", "check_request", "sparsify"]
 
 ERROR_ROWS = 2048  # calibration rows the output error is measured on
 
@@ -62,13 +62,18 @@ def candidates(graph: Graph) -> list[Node]:
             and node.inputs[1].is_const and node.inputs[1].type.rank == 2 and len(node.inputs[1].uses) == 1]
 
 
+def check_graph(graph: Graph, options: SparsityOptions) -> None:
+    """Refuse a pattern some pruned weight cannot take (before any calibration)."""
+    check_shapes(options, {n.name: (*n.inputs[1].type.shape, n.meta.origin or n.name) for n in candidates(graph)})
+
+
 def sparsify(graph: Graph, options: SparsityOptions, calibration=None, *, target: str = "reference",
              sizes: dict[str, int] | None = None, device=None, measure: Measure | None = None,
              progress: Callable[[str], None] | None = None) -> tuple[Graph, list[LayerRecord]]:
     """Prune and store ``graph``'s linears in place (see the module docstring); one record per weight."""
     step = progress or (lambda line: None)
     nodes = candidates(graph)
-    check_shapes(options, {n.name: (*n.inputs[1].type.shape, n.meta.origin or n.name) for n in nodes})
+    check_graph(graph, options)
     sizes = dict(sizes or {"call": 1})
     norms = _input_norms(graph, nodes, calibration) if options.scope == "global" and calibration is not None else {}
     densities = _densities(nodes, options, norms)

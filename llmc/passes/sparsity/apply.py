@@ -11,7 +11,7 @@ import numpy as np
 from llmc.ir import shapes as S
 from llmc.ir.graph import Graph
 from llmc.passes.manager import PassRecord
-from llmc.passes.sparsity import SparsityOptions, candidates, check_request, sparsify
+from llmc.passes.sparsity import SparsityOptions, candidates, check_graph, check_request, sparsify
 from llmc.passes.sparsity.decide import Measure
 
 
@@ -40,6 +40,7 @@ def sparsify_for(graph: Graph, target, target_options, *, options: SparsityOptio
 
     start, nodes_before = time.perf_counter(), len(graph.nodes)
     check_request(options, target, calibration=calibration, quant=quant)
+    check_graph(graph, options)
     data = None
     if calibration is not None and options.needs_calibration:
         progress(f"reading calibration data {calibration}")
