@@ -9,15 +9,17 @@ each runs on the reference interpreter. A resident group's weights are read once
 A streamed group's weights are one region of weights.safetensors: a background thread reads
 the streamed groups in step order (cyclically, step after step) into fresh anonymous buffers,
 at most ``prefetch + 1`` held at a time, the one computing included; the compute thread takes
-each group's buffer when it needs it and drops it when the group is done. Reads go through
-``preadv`` in 16 MiB calls and each region is then evicted from the page cache
-(``posix_fadvise(DONTNEED)``): the page cache is memory too, and a budget that left the model in
-it would be a budget in name only. Weights only gathered from (embedding tables) are
+each group's buffer when it needs it and drops it when the group is done. Reads are ``preadv``
+calls of 16 MiB with ``O_DIRECT`` (the disk writes into the buffer; nothing passes through the
+page cache), or, where the file system has no direct I/O, buffered reads whose pages are then
+evicted (``posix_fadvise(DONTNEED)``): the page cache is memory too, and a budget that left the
+model in it would be a budget in name only. Weights only gathered from (embedding tables) are
 memory-mapped and pay for the rows they touch.
 
 Memory is therefore bounded by the plan: resident groups + the window + KV cache + activations
 (``schedule.json``'s ``memory``), plus the process's fixed overhead (Python, numpy, llmc, the
-tokenizer), which ``baseline_rss`` measures before any weight is read.
+tokenizer, the graph's own objects), which ``baseline_rss`` measures once the graph is loaded and
+split, before any weight is read.
 """
 
 from __future__ import annotations
@@ -32,10 +34,13 @@ from pathlib import Path
 import numpy as np
 
 from llmc.errors import ArtifactError
+from llmc.ir.interpreter import run_graph
 from llmc.ir.tensor import ArrayWeight, read_safetensors
 from llmc.passes.schedule.layer_groups import SCHEDULE, VERSION, WEIGHTS
 from llmc.passes.schedule.split import Part, run_parts, split
 from llmc.passes.schedule.storage import drop_cache, read_into
+
+PAGE = 4096  # direct I/O reads whole pages into page-aligned buffers
 
 
 def read_schedule(artifact: Path) -> dict | None:
@@ -68,20 +73,24 @@ class StreamingRunner:
         self.schedule = read_schedule(artifact)
         if self.schedule is None:
             raise ArtifactError(f"{artifact} has no {SCHEDULE}", hint="compile it with --memory-budget")
-        self.baseline_rss = rss_bytes()
         self.graph = serialize.load(artifact)
         groups = self.schedule["groups"]
         self.parts = split(self.graph, [tuple(g["units"]) for g in groups])
+        self.baseline_rss = rss_bytes()  # the fixed overhead: the process and the graph, no weight read yet
         self.layers = sum(1 for u in self.schedule["units"] if u.startswith("layer."))
         self.path = artifact / WEIGHTS
-        self.fd = os.open(self.path, os.O_RDONLY)
+        self.fd, self.direct = _open_direct(self.path)
+        self.size = os.fstat(self.fd).st_size
+        self.pool: list[np.ndarray] = []  # buffers of streamed groups kept for reuse (no page faults)
+        self.lock = threading.Lock()
         stored = read_safetensors(self.path)
-        self.groups = [_Group(g, part, stored) for g, part in zip(groups, self.parts)]
+        self.groups = [_Group(g, part, stored, self.direct) for g, part in zip(groups, self.parts)]
         for g in self.groups:
             if g.resident and g.length:
                 g.bind(self._read(g))
         self.streamed = [g for g in self.groups if not g.resident and g.length]
         self.reader: _Reader | None = None
+        self.window = int(self.schedule["memory"]["window"]) + 2 * PAGE * (int(self.schedule["prefetch"]) + 1)
 
     def new_caches(self, spec, batch: int) -> list:
         return [np.zeros((batch, *spec.cache_shape), np.float32) for _ in range(2 * spec.layers)]
@@ -99,8 +108,6 @@ class StreamingRunner:
         return out["logits"]
 
     def _run(self, part: Part, arrays: list) -> list:
-        from llmc.ir.interpreter import run_graph
-
         group = self.groups[self.parts.index(part)]
         if group.resident or not group.length:
             return run_graph(part.graph, arrays)
@@ -110,14 +117,32 @@ class StreamingRunner:
             return run_graph(part.graph, arrays)
         finally:
             group.unbind()
+            self._release(buffer, self.reader.held_bytes())
             del buffer
             self.reader.done()
 
     def _read(self, group: _Group) -> np.ndarray:
-        buffer = np.frombuffer(mmap.mmap(-1, group.length), np.uint8)
-        read_into(self.fd, memoryview(buffer), group.offset)
-        drop_cache(self.fd, group.offset, group.length)
+        """The group's region (from ``group.begin``: whole pages with O_DIRECT) in a page-aligned
+        buffer: a free one of its size when the pool has one, else a fresh one."""
+        size = group.span(self.direct, self.size)
+        with self.lock:
+            buffer = next((b for b in self.pool if len(b) == size), None)
+            if buffer is not None:
+                self.pool.remove(buffer)
+        if buffer is None:
+            buffer = np.frombuffer(mmap.mmap(-1, size), np.uint8)
+        begin = group.begin(self.direct)
+        read_into(self.fd, memoryview(buffer), begin, need=group.offset + group.length - begin)
+        if not self.direct:
+            drop_cache(self.fd, group.offset, group.length)
         return buffer
+
+    def _release(self, buffer: np.ndarray, held: int) -> None:
+        """Keep a streamed group's buffer for the next read of its size while the buffers held
+        (``held`` bytes in use) and kept stay within the schedule's window; else free it."""
+        with self.lock:
+            if held + sum(len(b) for b in self.pool) + len(buffer) <= self.window:
+                self.pool.append(buffer)
 
     def _stop_reader(self) -> None:
         if self.reader is not None:
@@ -137,14 +162,27 @@ class StreamingRunner:
             pass
 
 
+def _open_direct(path: Path) -> tuple[int, bool]:
+    """``path`` opened for direct I/O (reads skip the page cache), or buffered where the file
+    system refuses it (tmpfs); whether it is direct."""
+    flag = getattr(os, "O_DIRECT", 0)
+    if flag:
+        try:
+            return os.open(path, os.O_RDONLY | flag), True
+        except OSError:
+            pass
+    return os.open(path, os.O_RDONLY), False
+
+
 class _Group:
     """One group's subgraph and where its loaded weights lie in the file."""
 
-    def __init__(self, entry: dict, part: Part, stored: dict):
+    def __init__(self, entry: dict, part: Part, stored: dict, direct: bool):
         self.label = entry["label"]
         self.resident = bool(entry["resident"])
         self.offset = int(entry.get("offset", 0))
         self.length = int(entry["bytes"]) if entry.get("tensors") else 0
+        self.shift = self.offset - self.begin(direct)  # where the region starts in its buffer
         self.slots = []  # (graph constant, its file weight, offset in the region)
         for name in entry.get("tensors", []):
             value = part.graph.constants.get(name)
@@ -153,11 +191,22 @@ class _Group:
                                     hint="the artifact is damaged; compile it again")
             self.slots.append((value, stored[name], stored[name].offset - self.offset))
 
+    def begin(self, direct: bool) -> int:
+        """Where the group's read starts: its offset, rounded down to a page for direct I/O."""
+        return self.offset - self.offset % PAGE if direct else self.offset
+
+    def span(self, direct: bool, file_size: int) -> int:
+        """Bytes of the group's read: whole pages (ending at the file's last page at most) for direct I/O."""
+        if not direct:
+            return self.length
+        end = min(-(-(self.offset + self.length) // PAGE), -(-file_size // PAGE)) * PAGE
+        return end - self.begin(direct)
+
     def bind(self, buffer: np.ndarray) -> None:
         """The group's weights read from ``buffer`` (views, no copy)."""
         for value, weight, at in self.slots:
             count = int(np.prod(weight.shape, dtype=np.int64))
-            array = np.frombuffer(buffer, weight.dtype.np, count, at).reshape(weight.shape)
+            array = np.frombuffer(buffer, weight.dtype.np, count, self.shift + at).reshape(weight.shape)
             value.const = ArrayWeight(array, weight.dtype)
 
     def unbind(self) -> None:
@@ -173,6 +222,7 @@ class _Reader:
         self.free = threading.Semaphore(slots)
         self.ready: queue.Queue = queue.Queue()
         self.stopped = threading.Event()
+        self.slots = slots
         self.thread = threading.Thread(target=self._loop, name="llmc-prefetch", daemon=True)
         self.thread.start()
 
@@ -200,6 +250,12 @@ class _Reader:
             raise ArtifactError(f"the prefetch thread read group {got.label} where {group.label} was due",
                                 hint="a bug in llmc's streaming runtime: please report it")
         return buffer
+
+    def held_bytes(self) -> int:
+        """An upper bound of the bytes of the other buffers read and not yet done with, while one is
+        being given back: the largest ``slots - 1`` streamed groups."""
+        sizes = sorted((g.span(self.runner.direct, self.runner.size) for g in self.runner.streamed), reverse=True)
+        return sum(sizes[:self.slots - 1])
 
     def done(self) -> None:
         self.free.release()

@@ -159,9 +159,13 @@ def test_compile_refuses_a_small_budget_before_any_build(model, tmp_path):
     assert not any(s.startswith("optimizing") for s in steps) and not out.exists()
 
 
-def test_compile_refuses_schedules_it_cannot_run(model, tmp_path):
+def test_compile_refuses_schedules_it_cannot_run(model, lm, tmp_path):
+    from llmc.passes.schedule.request import ScheduleRequest
+
     with pytest.raises(TargetError, match="does not run scheduled artifacts"):
-        llmc.compile(model, "cpu", output=tmp_path / "a", generation=True, max_seq_len=SEQ, memory_budget="1GiB")
+        ScheduleRequest.make(lm, "cpu", {}, memory_budget="1GiB")
+    with pytest.raises(InputError, match="--stages 0"):
+        ScheduleRequest.make(lm, "reference", {}, stages=0)
     with pytest.raises(InputError, match="generation step"):
         llmc.compile(model, "reference", output=tmp_path / "b", generation=False, memory_budget="1GiB")
 
