@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
@@ -139,6 +140,14 @@ def compile(
     calibration_length: int | None = None,
     memory_budget: int | str | None = None,
     stages: int | None = None,
+    avg_bits: float | None = None,
+    weight_budget: str | None = None,
+    latency_budget: str | None = None,
+    budget_device: str | None = None,
+    sensitivity: str = "output",
+    outliers: float | None = None,
+    reorder_channels: bool = False,
+    tie_groups: bool = False,
     sparsity: float | None = None,
     sparsity_pattern: str | None = None,
     sparsity_method: str = "wanda",
@@ -167,6 +176,12 @@ def compile(
     ``memory_budget`` (bytes, or text such as ``"160MiB"``) schedules a generation step into layer
     groups that run within it, streaming weights (``llmc.passes.schedule``); ``stages`` splits it
     into pipeline stages for ``--distributed`` runs. A budget no plan fits is refused before any build.
+    ``quant="mixed"`` chooses a format per weight (``llmc.passes.quantize.allocate``) under one budget:
+    ``avg_bits`` (stored bits per weight parameter), ``weight_budget`` ("60MiB") or ``latency_budget``
+    ("8ms" per decode step on ``budget_device``, default the target's device), by ``sensitivity``
+    (``output`` or ``proxy``) on the calibration data; ``outliers`` (a fraction such as 0.005) adds
+    candidates that keep outliers in float16, ``reorder_channels`` groups outlier channels first,
+    ``tie_groups`` gives linears that read one input one format.
     ``sparsity`` (the fraction of weights zeroed) and/or ``sparsity_pattern`` (``unstructured``,
     ``2:4``, ``4:8``) prune the linears inside the blocks by ``sparsity_method`` (``magnitude``,
     ``wanda``, ``sparsegpt``), per layer or under one ``sparsity_scope="global"`` density, and store
@@ -234,7 +249,9 @@ def compile(
             graph, sections["quantization"], record = quantize_for(
                 graph, tgt, quant=quant, method=quant_method, recipe=recipe, calibration=calibration,
                 samples=calibration_samples, length=calibration_length,
-                tokenizer=lm.save_tokenizer if "generation" in sections else None, progress=step)
+                tokenizer=lm.save_tokenizer if "generation" in sections else None, progress=step,
+                **_mixed_options(tgt, options, quant, avg_bits, weight_budget, latency_budget, budget_device,
+                                 sensitivity, outliers, reorder_channels, tie_groups))
             records.append(record)
         graph, more = run_pipeline(graph, [str(s) for s in late], verify=verify, options=pass_options)
         records.extend(more)
@@ -250,6 +267,27 @@ def compile(
             shutil.rmtree(scratch, ignore_errors=True)
         raise
     return Artifact(out, manifest, passes=records)
+
+
+def _mixed_options(tgt, options, quant, avg_bits, weight_budget, latency_budget, budget_device, sensitivity,
+                   outliers, reorder_channels, tie_groups) -> dict:
+    """``quantize_for``'s mixed-precision arguments: the budget and (for ``mixed``) the device its costs are
+    predicted on."""
+    from llmc.codegen import devices
+    from llmc.passes.quantize.allocate import Budget
+
+    budget = Budget.parse(avg_bits=avg_bits, weight_budget=weight_budget, latency_budget=latency_budget,
+                          device=budget_device)
+    device = None
+    if quant == "mixed" and budget_device is not None:
+        device = devices.get(budget_device)
+    elif quant == "mixed":
+        fields = dataclasses.asdict(options) if dataclasses.is_dataclass(options) else {}
+        device = devices.for_target(tgt.name, fields) or devices.get("cpu")
+    if device is not None and budget is not None and budget.kind == "latency":
+        budget = dataclasses.replace(budget, device=device.name)
+    return {"budget": budget, "device": device, "sensitivity": sensitivity, "outliers": outliers,
+            "reorder": reorder_channels, "tie_groups": tie_groups}
 
 
 def _sparsity(tgt, sparsity, pattern, method, goal, scope, calibration, quant):

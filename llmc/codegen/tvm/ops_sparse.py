@@ -30,7 +30,6 @@ def linear_csr(ctx, node, args):
     nnz = int(node.inputs[1].type.shape[0])
     longest = row_max(node) if nnz else 0
     out_dtype = ctx.dtype(DType.f32)
-    accumulate = len(args) == 5
 
     def compute(x, values, columns, indptr, *acc):
         lead = x.shape[:-1]

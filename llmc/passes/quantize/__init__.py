@@ -6,7 +6,10 @@ migrates activation outliers into the weights first (AWQ scale search, SmoothQua
 inputs) and rewrites the graph. Invariant: every quantized weight becomes a
 ``dequantize_packed`` node over its packed codes (``llmc.ir.packing``) and the interpreter, which
 runs that node exactly, is the oracle of the quantized model; a ``float`` weight is untouched.
-The layer table (format, method, error, bytes) goes into the manifest.
+The layer table (format, method, error, bytes) goes into the manifest. A format with outliers
+(``w3g128+o0.005``) stores its weight as codes plus a float16 CSR matrix (``outliers``); the
+``mixed`` allocation (``allocate``, run by ``apply.quantize_for``) fills in each layer's
+sensitivity and predicted time.
 
 With calibration data the error of a linear layer is measured on its calibration inputs
 (relative output error ``||(W - Q) X|| / ||W X||`` through the Hessian); without, it is the
@@ -30,6 +33,7 @@ from llmc.ir.packing import Packed
 from llmc.ir.packing import quantize as rtn
 from llmc.passes.quantize.calibration import BUILTIN, Calibration, load_calibration, stream
 from llmc.passes.quantize.formats import NAMED, WEIGHT_SLOT, Format, Recipe, check_recipe
+from llmc.passes.quantize.outliers import Split, add_outliers, split, takes_outliers
 
 KEPT = "stored"  # the method of a weight whose file storage already was its format (GGUF Q4_1 as w4g32)
 
@@ -49,6 +53,10 @@ class LayerRecord:
     metric: str
     bytes: int
     float_bytes: int
+    outliers: float = 0.0  # fraction of the weights kept in float16 (CSR)
+    sensitivity: float | None = None  # the mixed allocation's measure of this format (``sensitivity``)
+    time_s: float | None = None  # predicted decode-step time of the layer's product(s) (roofline)
+    sparsity: str | None = None  # left for the sparsity pass: pattern and density
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -65,6 +73,12 @@ def quantize(graph: Graph, recipe: Recipe, calibration: Calibration | None = Non
     if needs and calibration is None:
         raise LLMCError(f"{needs} needs calibration data", hint="add --calibration builtin (or a .txt/.npz file)")
     step = progress or (lambda line: None)
+    if recipe.reorder:
+        from llmc.passes.quantize.outliers import reorder
+
+        moved = reorder(graph, {name: fmt for name, (fmt, _) in weights.items()})
+        step(f"grouped outlier channels of {sum(r['reordered'] for r in moved)} of {len(moved)} linear groups")
+        weights = _weights(graph, check_recipe(graph, recipe, target_formats, target))
     if calibration is not None and (recipe.awq or any(f.act8 for f, _ in weights.values())):
         from llmc.passes.quantize.scaling import migrate
 
@@ -87,7 +101,7 @@ def quantize(graph: Graph, recipe: Recipe, calibration: Calibration | None = Non
         result, record = _round(value, fmt, recipe.method, x, node)
         packed[value.name], records[value.name] = result, record
         args = list(args)
-        args[slot] = result.dequantize() if isinstance(result, Packed) else result.astype(np.float32)
+        args[slot] = result.astype(np.float32) if isinstance(result, np.ndarray) else result.dequantize()
         step(f"quantized {record.origin} ({record.format}, {record.method}): error {record.error:.2e}")
         return args
 
@@ -107,7 +121,8 @@ def quantize(graph: Graph, recipe: Recipe, calibration: Calibration | None = Non
 
 
 def _weights(graph: Graph, chosen: dict[str, Format]) -> dict[str, tuple[Format, Node]]:
-    """Weight constant -> (its format, the node that decides it): a ``linear`` reader over an embedding."""
+    """Weight constant -> (its format, the node that decides it): a ``linear`` reader over an embedding.
+    Outliers are dropped where a reader is not a linear (``outliers.takes_outliers``)."""
     out: dict[str, tuple[Format, Node]] = {}
     for node in graph.nodes:
         if node.name not in chosen:
@@ -115,6 +130,9 @@ def _weights(graph: Graph, chosen: dict[str, Format]) -> dict[str, tuple[Format,
         value = node.inputs[WEIGHT_SLOT[node.op]]
         if value.name not in out or (node.op == "linear" and out[value.name][1].op != "linear"):
             out[value.name] = (chosen[node.name], node)
+    for name, (fmt, node) in out.items():
+        if fmt.outliers and not takes_outliers(graph.constants[name]):
+            out[name] = (fmt.with_outliers(0.0), node)
     return out
 
 
@@ -128,6 +146,9 @@ def _round(value: Value, fmt: Format, method: str, x: np.ndarray | None, node: N
         err = float(np.linalg.norm(half.astype(np.float32) - w) / max(np.linalg.norm(w), 1e-30))
         return half, LayerRecord(value.name, origin, node.meta.layer, fmt.name, "cast", err, "weight", half.nbytes,
                                  float_bytes)
+    if fmt.outliers:
+        return _round_split(w, fmt, method, x, LayerRecord(value.name, origin, node.meta.layer, fmt.name, method,
+                                                           0.0, "weight", 0, float_bytes, fmt.outliers))
     kept = _stored(value, fmt, method)
     if x is None:
         result = kept or rtn(w, fmt.grid)
@@ -156,6 +177,30 @@ def _round(value: Value, fmt: Format, method: str, x: np.ndarray | None, node: N
                                float_bytes)
 
 
+def _round_split(w: np.ndarray, fmt: Format, method: str, x: np.ndarray | None, record: LayerRecord):
+    """Codes plus float16 outliers (``outliers.split``), rounded by RTN or, with calibration, GPTQ."""
+    from llmc.passes.quantize.gptq import HessianAccumulator, gptq, output_error
+
+    hessian = None
+    if x is not None:
+        acc = HessianAccumulator()
+        acc.add(x)
+        hessian = acc.value
+    use_gptq = hessian is not None and method.endswith("gptq")
+
+    def rounding(dense):
+        return gptq(dense, hessian, fmt.grid) if use_gptq else rtn(dense, fmt.grid)
+
+    result = split(w, fmt.grid, fmt.outliers, None if hessian is None else np.diag(hessian), rounding)
+    approx = result.dequantize()
+    if hessian is None:
+        record.error = float(np.linalg.norm(approx - w) / max(np.linalg.norm(w), 1e-30))
+    else:
+        record.error, record.metric = float(np.sqrt(max(output_error(w, approx, hessian), 0.0))), "output"
+    record.method, record.bytes = ("gptq" if use_gptq else "rtn"), result.nbytes
+    return result, record
+
+
 def _stored(value: Value, fmt: Format, method: str) -> Packed | None:
     """The weight's own packed storage when it already is ``fmt``'s grid (a GGUF Q4_1 tensor for
     ``w4g32``): kept as stored, not requantized from its dequantized values. Only RTN keeps it."""
@@ -167,6 +212,8 @@ def _rewrite(graph: Graph, value: Value, fmt: Format, result, method: str, act_a
     """Point every reader of ``value`` at its quantized form: a ``linear_w8a8`` replaces a W8A8 linear;
     other readers read a ``dequantize_packed`` node (or a float16 ``cast``)."""
     first = min((user for user, _ in value.uses), key=graph.nodes.index)
+    outliers = result if isinstance(result, Split) else None
+    result = outliers.packed if outliers is not None else result
     if not isinstance(result, Packed):
         half = graph.add_const(f"{value.name}.f16", result)
         new = graph.call("cast", half, dtype=value.type.dtype, before=first,
@@ -188,6 +235,8 @@ def _rewrite(graph: Graph, value: Value, fmt: Format, result, method: str, act_a
                          before=first, meta=first.meta.copy(quant=spec))
         for user, slot in list(value.uses):
             user.set_input(slot, new)
+        if outliers is not None:
+            add_outliers(graph, value, outliers, new)
 
 
 def _integer_linear(graph: Graph, node: Node, inputs: list[Value], k: int, fmt: Format, act_absmax: float,

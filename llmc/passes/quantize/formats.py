@@ -10,6 +10,13 @@ A recipe is ``{"default": FORMAT, "override": {KEY: FORMAT}}``. A key is an op k
 (``linear``, ``embedding``) or a glob over node names: a node's origin (``blk.3.ffn_down``,
 ``model.layers.3.mlp.down_proj``) and, for GGUF origins, its Hugging Face name. The most
 specific match wins: a glob, then an op kind, then the default. ``float`` keeps a weight float.
+
+Outliers (``llmc.passes.quantize.outliers``): ``w3g128+o0.005`` keeps the 0.5% most important
+weights of each matrix exact in float16, in a CSR matrix beside the low-bit codes; the recipe key
+``"outliers": 0.005`` gives every low-bit format without its own ``+o`` that fraction, and
+``"reorder": true`` groups outlier input channels together where a permutation folds into the
+producer. ``mixed`` (``--quant mixed``) is not a format: the allocation
+(``llmc.passes.quantize.allocate``) chooses one per weight under a budget.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ NAMED = ("w8", "w4g32", "w4g128", "w3g128", "w2g64", "w8a8", "w8a8s", "fp16")
 KEEP = "float"
 METHODS = ("rtn", "gptq", "awq", "awq+gptq")  # awq: scales searched and folded, then RTN (or GPTQ)
 _FORMAT_RE = re.compile(r"w(?P<bits>\d+)(?:g(?P<group>\d+))?")
+_OUTLIER_RE = re.compile(r"(?P<base>.+)\+o(?P<fraction>[0-9.e-]+)")
+MAX_OUTLIERS = 0.1  # a larger fraction is a sparse matrix, not outliers
 # Which input of an op is the weight a format applies to.
 WEIGHT_SLOT = {"linear": 1, "embedding": 0}
 # GGUF tensor names -> their Hugging Face names, so one recipe fits both.
@@ -46,14 +55,36 @@ class Format:
     grid: Grid | None
     act8: bool = False
     static: bool = False  # W8A8 with one calibrated activation scale per linear, not one per token
+    outliers: float = 0.0  # fraction of the weights kept in float16 beside the codes (CSR)
 
     @property
     def bits(self) -> float:
         return 16 if self.grid is None else self.grid.bits
 
+    @property
+    def label(self) -> str:
+        """The name with its outlier fraction: ``w3g128+o0.005`` (``name`` alone is what a target must run)."""
+        return f"{self.name}+o{self.outliers:g}" if self.outliers else self.name
+
+    def with_outliers(self, fraction: float) -> Format:
+        if fraction and (self.grid is None or self.act8):
+            raise LLMCError(f"format {self.name} cannot keep outliers",
+                            hint="outliers go with weight-only low-bit formats (w8, w4g128, w3g128, w2g64, ...)")
+        if not 0.0 <= fraction <= MAX_OUTLIERS:
+            raise LLMCError(f"outlier fraction {fraction:g} must be in [0, {MAX_OUTLIERS:g}]",
+                            hint="e.g. 0.005 keeps 0.5% of the weights in float16")
+        return Format(self.name, self.grid, self.act8, self.static, float(fraction))
+
     @classmethod
     def parse(cls, text: str) -> Format:
         name = text.strip().lower()
+        m = _OUTLIER_RE.fullmatch(name)
+        if m:
+            try:
+                fraction = float(m["fraction"])
+            except ValueError:
+                raise LLMCError(f"bad outlier fraction in format {text!r}", hint="e.g. w3g128+o0.005") from None
+            return cls.parse(m["base"]).with_outliers(fraction)
         if name == "fp16":
             return cls(name, None)
         if name in ("w8a8", "w8a8s"):
@@ -73,6 +104,7 @@ class Recipe:
     default: Format | None
     override: dict[str, Format | None] = field(default_factory=dict)
     method: str = "rtn"
+    reorder: bool = False  # group outlier input channels (``outliers.reorder``) before quantizing
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -83,15 +115,26 @@ class Recipe:
         """From ``--quant FORMAT`` and/or ``--recipe FILE`` (a path or the parsed dict); the file's
         default wins over ``quant`` only when ``quant`` is not given."""
         data = _read_recipe(recipe) if recipe is not None else {}
-        unknown = set(data) - {"default", "override", "method"}
+        unknown = set(data) - {"default", "override", "method", "outliers", "reorder"}
         if unknown:
             raise LLMCError(f"unknown recipe keys {sorted(unknown)}",
-                            hint="a recipe has 'default', 'override' and 'method'")
+                            hint="a recipe has 'default', 'override', 'method', 'outliers' and 'reorder'")
         default = quant if quant is not None else data.get("default")
         if not isinstance(data.get("override", {}), dict):
             raise LLMCError("the recipe's 'override' must map node globs or op kinds to formats")
-        override = {str(k): _format(v) for k, v in data.get("override", {}).items()}
-        return cls(_format(default) if default is not None else None, override, data.get("method", method))
+        fraction = data.get("outliers", 0.0)
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+            raise LLMCError(f"the recipe's 'outliers' must be a fraction, got {fraction!r}", hint='"outliers": 0.005')
+
+        def parse(value):
+            fmt = _format(value)
+            if fmt is None or fmt.outliers or not fraction or fmt.grid is None or fmt.act8:
+                return fmt
+            return fmt.with_outliers(fraction)
+
+        override = {str(k): parse(v) for k, v in data.get("override", {}).items()}
+        return cls(parse(default) if default is not None else None, override, data.get("method", method),
+                   bool(data.get("reorder", False)))
 
     def format_of(self, node: Node) -> Format | None:
         names = aliases(node.meta.origin or node.name, node.op)
@@ -108,10 +151,11 @@ class Recipe:
 
     def to_json(self) -> dict:
         def name(f):
-            return KEEP if f is None else f.name
+            return KEEP if f is None else f.label
 
-        return {"default": name(self.default), "override": {k: name(v) for k, v in self.override.items()},
-                "method": self.method}
+        out = {"default": name(self.default), "override": {k: name(v) for k, v in self.override.items()},
+               "method": self.method}
+        return {**out, "reorder": True} if self.reorder else out
 
     @property
     def formats(self) -> set[str]:
@@ -150,12 +194,15 @@ def quantizable(graph: Graph) -> list[Node]:
 
 def check_recipe(graph: Graph, recipe: Recipe, target_formats: set[str] | None, target: str) -> dict[str, Format]:
     """The format of each quantizable node (by name); refuses what cannot work before any calibration."""
+    nodes = quantizable(graph)
     if target_formats is not None:
         bad = sorted(recipe.formats - target_formats)
         if bad:
-            raise LLMCError(f"target {target} cannot run the formats {bad}",
+            layers = [node.meta.origin or node.name for node in nodes
+                      if (fmt := recipe.format_of(node)) is not None and fmt.name in bad]
+            where = f" (layer {layers[0]}" + (f" and {len(layers) - 1} more)" if len(layers) > 1 else ")") if layers else ""
+            raise LLMCError(f"target {target} cannot run the formats {bad}{where}",
                             hint=f"it runs {', '.join(sorted(target_formats)) or 'none'} (see `llmc targets`)")
-    nodes = quantizable(graph)
     names = [n for node in nodes for n in aliases(node.meta.origin or node.name, node.op)]
     for key in (k for k in recipe.override if k not in WEIGHT_SLOT):
         if not any(fnmatch.fnmatchcase(n, key) for n in names):

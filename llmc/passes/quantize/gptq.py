@@ -55,8 +55,9 @@ def gptq(w: np.ndarray, hessian: np.ndarray, grid: Grid, *, damp: float = 0.01, 
     return grids.packed(codes)
 
 
-def output_error(w: np.ndarray, packed: Packed, hessian: np.ndarray) -> float:
-    """Relative error of the layer output on the calibration inputs: tr(D H D^T) / tr(W H W^T), D = W - Q.
+def output_error(w: np.ndarray, packed: Packed | np.ndarray, hessian: np.ndarray) -> float:
+    """Relative error of the layer output on the calibration inputs: tr(D H D^T) / tr(W H W^T), D = W - Q,
+    with ``Q`` packed weights or the float matrix they stand for (codes plus outliers).
 
     Summed over blocks of rows, so the float64 temporaries are a few rows, not the whole matrix."""
     h = np.asarray(hessian, np.float64)
@@ -64,7 +65,7 @@ def output_error(w: np.ndarray, packed: Packed, hessian: np.ndarray) -> float:
     num = den = 0.0
     for start in range(0, packed.shape[0], rows):
         part = np.asarray(w[start:start + rows], np.float64)
-        d = part - _rows(packed, start, start + rows).dequantize()
+        d = part - _rows(packed, start, start + rows)
         num += float(np.sum((d @ h) * d))
         den += float(np.sum((part @ h) * part))
     if den <= 0:
@@ -72,9 +73,11 @@ def output_error(w: np.ndarray, packed: Packed, hessian: np.ndarray) -> float:
     return max(num, 0.0) / den
 
 
-def _rows(packed: Packed, start: int, end: int) -> Packed:
+def _rows(packed: Packed | np.ndarray, start: int, end: int) -> np.ndarray:
+    if not isinstance(packed, Packed):
+        return np.asarray(packed[start:end], np.float64)
     minimum = None if packed.minimum is None else packed.minimum[start:end]
-    return Packed(packed.words[start:end], packed.scale[start:end], minimum, packed.grid, packed.k)
+    return Packed(packed.words[start:end], packed.scale[start:end], minimum, packed.grid, packed.k).dequantize()
 
 
 class HessianAccumulator:

@@ -161,7 +161,7 @@ def _rescale(graph: Graph, node: Node, columns: np.ndarray | None, rows: np.ndar
     ``b / rows``, or a norm's weight (and bias) divided by ``rows``."""
     if node.op != "linear":
         for slot in range(1, len(node.inputs)):
-            _replace(graph, node, slot, _array(node.inputs[slot]) / rows)
+            replace_const(graph, node, slot, _array(node.inputs[slot]) / rows)
         return
     w = _array(node.inputs[1])
     if columns is not None:
@@ -169,14 +169,14 @@ def _rescale(graph: Graph, node: Node, columns: np.ndarray | None, rows: np.ndar
     if rows is not None:
         w = w / rows[:, None]
         if len(node.inputs) > 2:
-            _replace(graph, node, 2, _array(node.inputs[2]) / rows)
-    _replace(graph, node, 1, w)
+            replace_const(graph, node, 2, _array(node.inputs[2]) / rows)
+    replace_const(graph, node, 1, w)
 
 
-def _replace(graph: Graph, node: Node, slot: int, array: np.ndarray) -> None:
+def replace_const(graph: Graph, node: Node, slot: int, array: np.ndarray, suffix: str = "scaled") -> None:
     """Give ``node`` a new constant at ``slot``, in the dtype of the one it replaces."""
     old = node.inputs[slot]
-    node.set_input(slot, graph.add_const(f"{old.name}.scaled", array.astype(old.type.dtype.np)))
+    node.set_input(slot, graph.add_const(f"{old.name}.{suffix}", array.astype(old.type.dtype.np)))
 
 
 def _array(value: Value) -> np.ndarray:
