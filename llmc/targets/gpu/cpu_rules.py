@@ -62,10 +62,31 @@ def _parallel(sch, loops, work_per_task: int, enough: int) -> None:
     kernel's work (iterations x ``work_per_task``) is at least ``enough``, or the count is symbolic."""
     if not loops:
         return
+    loops = _one_symbolic(sch, loops)
     fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
     tasks = _extent(sch, fused)
     if not isinstance(tasks, int) or (tasks >= 2 and tasks * work_per_task >= enough):
         sch.parallel(fused)
+
+
+def _one_symbolic(sch, loops) -> list:
+    """The loops to fuse into one parallel loop, with at most one symbolic extent among them.
+
+    Fusing two symbolic extents makes every index a division by a product of unknowns (the
+    fused loop's decomposition), which TVM lowers into expressions LLVM took 25 s to compile
+    per kernel (a prefill's score product over ``batch`` x rows x keys). The static loops and
+    the innermost symbolic one (rows or keys, where the work is; ``batch`` is outermost) are
+    moved out and run in parallel; the other symbolic loops run inside each task.
+    """
+    symbolic = [loop for loop in loops if not isinstance(_extent(sch, loop), int)]
+    if len(symbolic) < 2:
+        return loops
+    static = [loop for loop in loops if isinstance(_extent(sch, loop), int)]
+    try:
+        sch.reorder(*static, symbolic[-1], *symbolic[:-1])
+    except SCHEDULE_ERRORS:
+        return loops[: loops.index(symbolic[0]) + 1]
+    return [*static, symbolic[-1]]
 
 
 def _work(sch, loops) -> int:
