@@ -39,12 +39,13 @@ def linear_nm(ctx, node, args):
     if node.attrs["kernel"] == "dense":
 
         def expand(values, index):
-            j = te.reduce_axis((0, n), name="j")
-
-            def at(o, kk):
-                slot = (kk // m) * n + j
-                return te.sum(tirx.Select(tirx.Cast("int64", index[o, slot]) == kk % m, values[o, slot],
-                                          tirx.const(0.0, "float32")), axis=j)
+            def at(o, kk):  # the n slots of kk's group, summed as an expression: elementwise, no reduction loop
+                total = tirx.const(0.0, values.dtype)
+                for j in range(n):
+                    slot = (kk // m) * n + j
+                    total = total + tirx.Select(tirx.Cast("int64", index[o, slot]) == kk % m, values[o, slot],
+                                                tirx.const(0.0, values.dtype))
+                return total
 
             return te.compute((out, k), at, name="expand_nm")
 
@@ -96,7 +97,7 @@ def linear_bitmap(ctx, node, args):
         bit = tirx.bitwise_and(tirx.shift_right(word, shift), _u32(1))
         below = tirx.bitwise_and(word, tirx.shift_left(_u32(1), shift) - _u32(1))
         pos = tirx.min(base[o, kk // WORD] + _popcount(below), nnz - 1)
-        return tirx.Select(bit == _u32(1), as_f32(values[pos]), tirx.const(0.0, "float32"))
+        return tirx.Select(bit == _u32(1), values[pos], tirx.const(0.0, values.dtype))
 
     if node.attrs["kernel"] == "dense":
         w = ctx.emit_te(lambda values, mask, base: te.compute(
@@ -108,7 +109,7 @@ def linear_bitmap(ctx, node, args):
         kk = te.reduce_axis((0, k), name="k")
         rows = len(x.shape) - 1
         return te.compute([*x.shape[:-1], out], lambda *i: te.sum(
-            weight(values, mask, base, i[-1], kk) * x[(*i[:rows], kk)], axis=kk), name=BITMAP_BLOCK)
+            as_f32(weight(values, mask, base, i[-1], kk)) * as_f32(x[(*i[:rows], kk)]), axis=kk), name=BITMAP_BLOCK)
 
     y = ctx.emit_te(product, args[0], args[1], args[2], base, name="linear_bitmap")
     return y if bias is None else R.add(y, bias)
