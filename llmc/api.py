@@ -78,8 +78,11 @@ class Artifact:
             return interpreter.run(self.graph, inputs)
         return target.run(self.path, inputs)
 
-    def generator(self, *, reference: bool = False):
-        """A ``llmc.runtime.generate.Generator`` over this generation artifact (target runtime or interpreter)."""
+    def generator(self, *, reference: bool = False, distributed: bool = False):
+        """A ``llmc.runtime.generate.Generator`` over this generation artifact (target runtime or interpreter).
+
+        ``distributed``: an artifact compiled with ``stages`` runs as that many local torch.distributed
+        processes (``llmc.runtime.distributed``); close them with ``generator.runner.close()``."""
         from llmc.runtime.generate import GenerationSpec, Generator, ReferenceRunner
 
         section = self.manifest.get("generation")
@@ -87,7 +90,12 @@ class Artifact:
             raise ArtifactError(f"{self.path} holds one forward pass, not a generation step",
                                 hint="compile a GGUF file or a causal LM with generation=True (--generation)")
         target = self.runtime(reference=reference)
-        runner = ReferenceRunner(self.graph) if target is None else target.step_runner(self.path)
+        if distributed:
+            from llmc.runtime.distributed import launch
+
+            runner = launch(self.path)
+        else:
+            runner = ReferenceRunner(self.graph) if target is None else target.step_runner(self.path)
         tokenizer = None
         if section.get("tokenizer"):
             from transformers import AutoTokenizer

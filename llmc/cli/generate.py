@@ -20,8 +20,6 @@ from llmc.errors import InputError
 
 
 def generate_cmd(a) -> int:
-    from llmc.runtime.sampling import Sampling
-
     if (a.prompt is None) == (a.prompt_ids is None):
         raise InputError("give the prompt as --prompt TEXT or as --prompt-ids 1,2,3 (one of them)")
     prompt = a.prompt if a.prompt is not None else _ids(a.prompt_ids)
@@ -30,7 +28,17 @@ def generate_cmd(a) -> int:
         show.stderr.print(f"note: {art.target} artifacts cannot run on this machine; generating with its graph on the "
                           "reference interpreter", highlight=False, soft_wrap=True)
     with show.status(f"loading {art.path}"):
-        gen = art.generator(reference=a.reference)
+        gen = art.generator(reference=a.reference, distributed=a.distributed)
+    try:
+        return _generate(a, art, gen, prompt)
+    finally:
+        if a.distributed:
+            gen.runner.close()
+
+
+def _generate(a, art, gen, prompt) -> int:
+    from llmc.runtime.sampling import Sampling
+
     sampling = Sampling(a.temperature, a.top_k, a.top_p, a.seed)
     from llmc.runtime.generate import Stats
 
@@ -44,6 +52,10 @@ def generate_cmd(a) -> int:
     print()
     target = art.runtime(reference=a.reference)
     runtime = "reference interpreter" if target is None or target.name == "reference" else f"{target.name} runtime"
+    if a.distributed:
+        from llmc.runtime.streaming import read_schedule
+
+        runtime += f" in {len(read_schedule(art.path)['stages'])} stage processes"
     print(f"{stats.new_tokens} tokens ({reason}) on the {runtime}: time to first token {stats.ttft_s * 1e3:.0f} ms, "
           f"prefill {stats.prefill_tokens_per_s:.1f} tokens/s ({stats.prompt_tokens} tokens), "
           f"decode {stats.decode_tokens_per_s:.1f} tokens/s", file=sys.stderr)

@@ -71,7 +71,7 @@ class Group:
     resident: bool = True
 
     def to_json(self, labels: list[str]) -> dict:
-        return {"units": [self.first, self.last], "label": _label(labels, self.first, self.last),
+        return {"units": [self.first, self.last], "label": unit_label(labels, self.first, self.last),
                 "bytes": self.bytes, "resident": self.resident, "compute_s": self.compute_s}
 
 
@@ -252,7 +252,7 @@ def step_time(groups: list[Group], prefetch: int, storage: Storage) -> float:
     return ends[-1] - ends[-2]
 
 
-def _label(labels: list[str], first: int, last: int) -> str:
+def unit_label(labels: list[str], first: int, last: int) -> str:
     return labels[first] if first == last else f"{labels[first]}..{labels[last]}"
 
 
