@@ -84,7 +84,7 @@ class _Link:
         self._do(lambda: dist.send(header, to), to)
         for a in arrays:
             data = torch.from_numpy(np.ascontiguousarray(a.view(np.uint8) if a.dtype == bool else a))
-            self._do(lambda: dist.send(data, to), to)
+            self._do(lambda data=data: dist.send(data, to), to)
 
     def recv(self, source: int, dtypes: list) -> tuple[int, int, list[np.ndarray]]:
         import torch
@@ -97,11 +97,11 @@ class _Link:
         command, batch, count, *dims = header.tolist()
         arrays = []
         for i in range(count):
-            ndim, shape, dims = dims[0], dims[1:1 + dims[0]], dims[1 + dims[0]:]
+            shape, dims = dims[1:1 + dims[0]], dims[1 + dims[0]:]
             dtype = dtypes[i] if i < len(dtypes) else np.float32
             wire = np.uint8 if dtype == np.bool_ else dtype
             data = torch.from_numpy(np.empty(shape, wire))
-            self._do(lambda: dist.recv(data, source), source)
+            self._do(lambda data=data: dist.recv(data, source), source)
             arrays.append(data.numpy().view(dtype) if dtype == np.bool_ else data.numpy())
         return command, batch, arrays
 

@@ -24,6 +24,7 @@ split, before any weight is read.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mmap
 import os
@@ -156,10 +157,8 @@ class StreamingRunner:
             self.fd = -1
 
     def __del__(self):
-        try:
+        with contextlib.suppress(Exception):  # at interpreter shutdown, modules may be gone
             self.close()
-        except Exception:  # noqa: BLE001  (interpreter shutdown)
-            pass
 
 
 def _open_direct(path: Path) -> tuple[int, bool]:

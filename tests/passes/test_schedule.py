@@ -3,6 +3,7 @@ and the schedule pass's layout of weights (one contiguous region per layer group
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 
@@ -15,8 +16,16 @@ from llmc.codegen import devices
 from llmc.errors import InputError, PassError, TargetError
 from llmc.frontend.causal import load_causal_lm
 from llmc.ir.interpreter import run_graph
-from llmc.passes.schedule.plan import (Group, choose, minimum_budget, parse_bytes, resident_plan, step_facts,
-                                       step_time, window)
+from llmc.passes.schedule.plan import (
+    Group,
+    choose,
+    minimum_budget,
+    parse_bytes,
+    resident_plan,
+    step_facts,
+    step_time,
+    window,
+)
 from llmc.passes.schedule.preflight import causal_lm_shapes, preflight
 from llmc.passes.schedule.split import run_parts, split, unit_list, units
 from llmc.passes.schedule.storage import Storage
@@ -187,7 +196,7 @@ def test_schedule_lays_each_group_out_contiguously(model, tmp_path):
     for g in loaded:
         spans = sorted((stored[n].offset, stored[n].offset + stored[n].nbytes) for n in g["tensors"])
         assert spans[0][0] == g["offset"] and spans[-1][1] == g["offset"] + g["bytes"]
-        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))  # no gaps: one read
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))  # no gaps: one read
     stages = {n.meta.stage for n in art.graph.nodes}
     assert stages == set(range(len(doc["groups"])))
     assert any(r["name"] == "schedule" for r in art.manifest["passes"])

@@ -38,8 +38,8 @@ def schedule_tables(folder: Path) -> list[Table]:
         return [Table(f"pipeline stages ({doc['device']})", ["stage", "units", "weights", "decode compute"], rows)]
     m = doc["memory"]
     summary = [["budget", show_bytes(doc["budget"])], ["device", doc["device"]],
-               ["storage", f"{doc['storage']['name']}: cold {doc['storage']['cold'] / 1e9:.2f} GB/s, "
-                           f"warm {doc['storage']['warm'] / 1e9:.2f} GB/s"],
+               ["storage", (f"{doc['storage']['name']}: cold {doc['storage']['cold'] / 1e9:.2f} GB/s, "
+                            f"warm {doc['storage']['warm'] / 1e9:.2f} GB/s")],
                ["memory", ", ".join(f"{k} {show_bytes(v)}" for k, v in m.items())],
                ["prefetch distance", str(doc["prefetch"])],
                ["predicted decode", f"{doc['predicted']['decode_tokens_per_s']:.3g} tokens/s"]]
