@@ -22,7 +22,6 @@ from __future__ import annotations
 from tvm import te, tirx
 from tvm.relax import op as R
 
-from llmc.codegen.tvm.context import as_f32
 from llmc.codegen.tvm.ops_linalg import _float_panel, _packed_dense, nt_matmul
 from llmc.codegen.tvm.registry import lowers
 from llmc.ir.ops.sparsity import WORD
@@ -109,7 +108,7 @@ def linear_bitmap(ctx, node, args):
         kk = te.reduce_axis((0, k), name="k")
         rows = len(x.shape) - 1
         return te.compute([*x.shape[:-1], out], lambda *i: te.sum(
-            as_f32(weight(values, mask, base, i[-1], kk)) * as_f32(x[(*i[:rows], kk)]), axis=kk), name=BITMAP_BLOCK)
+            weight(values, mask, base, i[-1], kk) * x[(*i[:rows], kk)], axis=kk), name=BITMAP_BLOCK)
 
     y = ctx.emit_te(product, args[0], args[1], args[2], base, name="linear_bitmap")
     return y if bias is None else R.add(y, bias)
