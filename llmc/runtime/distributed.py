@@ -153,7 +153,7 @@ class DistributedRunner:
         try:
             return op()
         except TargetError as e:
-            _finish(self.processes, wait=2)
+            _finish(self.processes)
             shutdown()
             dead = [(r, p) for r, p in self.processes if p.returncode not in (0, None)]
             if dead:
@@ -265,10 +265,9 @@ def main(argv: list[str] | None = None) -> int:
             print(" ".join(map(str, generate_ids(a.artifact, DistributedRunner(a.artifact),
                                                  [int(t) for t in a.prompt_ids.split(",")], a.max_new_tokens))))
     except LLMCError as e:
-        print(f"error: stage {rank}: {e}", file=sys.stderr)
-        return 1
-    finally:
-        shutdown()
+        print(f"error: stage {rank}: {e}", file=sys.stderr, flush=True)
+        os._exit(1)  # the group is broken: its teardown could wait on the dead peer
+    shutdown()
     return 0
 
 
