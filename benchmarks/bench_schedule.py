@@ -20,6 +20,7 @@ shared, contended 2-core machine; predicted figures come from schedule.json.
 
     python benchmarks/bench_schedule.py                      # both models -> results/bench_schedule.json
     python benchmarks/bench_schedule.py --models smollm2     # SmolLM2 only
+    python benchmarks/bench_schedule.py --models "" --pipeline   # 1, 2 and 3 stage processes only
 """
 
 from __future__ import annotations
@@ -43,12 +44,13 @@ MODELS = {
     "tinyllama-1.1b": ("tinyllama", 256, ["1GiB"], 8, 4),
 }
 MODE_NOTES = {
+    "mmap-warm": "pipeline baseline: one process, whole weights file memory-mapped, page cache warm",
     "resident": "every weight read into memory before generating (no budget)",
     "streamed": "llmc StreamingRunner following schedule.json",
     "naive-mmap": "whole weights file memory-mapped, its pages dropped from the page cache before every step",
     "naive-mmap-cold-start": "whole weights file memory-mapped, page cache dropped once before the run (no budget)",
 }
-MODES = tuple(MODE_NOTES)
+MODES = tuple(m for m in MODE_NOTES if m != "mmap-warm")
 
 
 def child(spec: dict) -> None:
@@ -69,6 +71,10 @@ def child(spec: dict) -> None:
     mode = spec["mode"]
     if mode == "streamed":
         runner = StreamingRunner(Path(spec["artifact"]))
+    elif mode == "stages":
+        from llmc.runtime.distributed import launch
+
+        runner = launch(Path(spec["artifact"]))
     else:
         graph = art.graph
         if mode == "resident":
@@ -87,6 +93,8 @@ def child(spec: dict) -> None:
     start = time.perf_counter()
     result = gen.generate([prompt], max_new_tokens=spec["new"])
     total = time.perf_counter() - start
+    if mode == "stages":
+        runner.close()
     print(json.dumps({"ids": result.ids[0], "load_s": load_s, "generate_s": total,
                       "decode_tokens_per_s": result.stats.decode_tokens_per_s,
                       "ttft_s": result.stats.ttft_s, "baseline_rss": baseline,
@@ -174,6 +182,30 @@ def measure(name: str, root: Path, repeats: int) -> list[dict]:
     return rows
 
 
+def pipeline(root: Path, repeats: int) -> list[dict]:
+    """SmolLM2 as 1 (one process, weights memory-mapped and warm), 2 and 3 local stage processes."""
+    import llmc
+
+    rows = []
+    for stages in (1, 2, 3):
+        out = root / f"smollm2-stages-{stages}"
+        if not (out / "manifest.json").is_file():
+            print(f"compiling smollm2 in {stages} stages", flush=True)
+            llmc.compile("smollm2-135m", "reference", output=out, max_seq_len=256,
+                         **({"stages": stages} if stages > 1 else {}))
+        runs = [run_child({"artifact": str(out), "mode": "stages" if stages > 1 else "mmap-warm", "prompt": 16,
+                           "new": 16}) for _ in range(repeats)]
+        row = {"stages": stages, **_summary(runs)}
+        if stages > 1:
+            doc = json.loads((out / "schedule.json").read_text())
+            times = [s["compute_s"] for s in doc["stages"]]
+            row["predicted"] = {"stage_compute_s": times, "decode_tokens_per_s": 1 / sum(times),
+                                "decode_tokens_per_s_with_microbatches": 1 / max(times)}
+        print(f"smollm2 {stages} stage(s): {row['decode_tokens_per_s']:.2f} tokens/s", flush=True)
+        rows.append(row)
+    return rows
+
+
 def _summary(runs: list[dict]) -> dict:
     med = {k: statistics.median(r[k] for r in runs) for k in ("load_s", "generate_s", "decode_tokens_per_s",
                                                              "ttft_s", "baseline_rss", "peak_rss")}
@@ -187,24 +219,28 @@ def main() -> None:
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated: {', '.join(MODELS)}")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--keep", type=Path, help="keep (and reuse) models and artifacts in this folder")
-    p.add_argument("--output", type=Path, default=RESULT)
+    p.add_argument("--output", type=Path, default=RESULT, help="results file (updated: other entries are kept)")
+    p.add_argument("--pipeline", action="store_true", help="also SmolLM2 in 1, 2 and 3 stage processes")
     args = p.parse_args()
     if args.child:
         child(json.loads(args.child))
         return
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench-schedule-"))
-    rows = []
-    for name in args.models.split(","):
-        rows += measure(name, root, args.repeats if name == "smollm2" else 1)
     from importlib.metadata import version
 
-    result = {"benchmark": "weight streaming under a memory budget (reference runtime)",
-              "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"),
-              "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                          "note": "shared machine, other jobs running: medians of the runs, noisy"},
-              "versions": {"python": platform.python_version(), "llmc": version("llmc")},
-              "modes": MODE_NOTES,
-              "results": rows}
+    result = json.loads(args.output.read_text()) if args.output.is_file() else {"results": []}
+    result.update({"benchmark": "weight streaming under a memory budget, and pipeline stages (reference runtime)",
+                   "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"),
+                   "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                               "note": "shared machine, other jobs running: medians of the runs, noisy"},
+                   "versions": {"python": platform.python_version(), "llmc": version("llmc")},
+                   "modes": MODE_NOTES})
+    for name in filter(None, args.models.split(",")):
+        rows = measure(name, root, args.repeats if name == "smollm2" else 1)
+        keys = {(r["model"], r["budget"]) for r in rows}
+        result["results"] = [r for r in result["results"] if (r["model"], r["budget"]) not in keys] + rows
+    if args.pipeline:
+        result["pipeline"] = pipeline(root, args.repeats)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.output}")

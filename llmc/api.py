@@ -221,14 +221,14 @@ def compile(
             lm = load_causal_lm(model, max_seq_len=max_seq_len, all_logits=all_logits)
             graph, sections["generation"] = lm.graph, generation_section(lm, prefill_chunk, all_logits)
         else:
+            if memory_budget is not None or stages is not None:
+                raise InputError("--memory-budget and --stages schedule a generation step",
+                                 hint="compile an LLM with generation=True (--generation)")
             graph = load_model(model, example_inputs=example_inputs, input_shapes=input_shapes, dynamic=dynamic)
         schedule = None
         if memory_budget is not None or stages is not None:
             from llmc.passes.schedule.request import ScheduleRequest
 
-            if "generation" not in sections:
-                raise InputError("--memory-budget and --stages schedule a generation step",
-                                 hint="compile an LLM with generation=True (--generation)")
             schedule = ScheduleRequest.make(lm, tgt.name, target_options, memory_budget=memory_budget, stages=stages,
                                             prefill_chunk=prefill_chunk, folder=out.parent)
             schedule.check(graph)
