@@ -77,10 +77,10 @@ def gguf_weights(f: GGUFFile):
 
 def save_gguf_tokenizer(path: Path, out: Path) -> None:
     """The file's tokenizer (vocabulary, merges, chat template) as Hugging Face tokenizer files in ``out``."""
-    from transformers import AutoTokenizer
+    from transformers import PreTrainedTokenizerFast  # AutoTokenizer also parses the file for a config: 3x slower
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path.parent), gguf_file=path.name)
     except (ValueError, KeyError, OSError) as e:
         raise ModelLoadError(f"cannot read the tokenizer of {path.name}: {str(e).splitlines()[0]}",
                              hint="generate from token ids (--prompt-ids) or use a GGUF file with a tokenizer") from None
