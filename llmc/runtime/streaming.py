@@ -91,7 +91,7 @@ class StreamingRunner:
                 g.bind(self._read(g))
         self.streamed = [g for g in self.groups if not g.resident and g.length]
         self.reader: _Reader | None = None
-        self.window = int(self.schedule["memory"]["window"]) + 2 * PAGE * (int(self.schedule["prefetch"]) + 1)
+        self.window = int(self.schedule["memory"]["window"]) + 4 * PAGE * (int(self.schedule["prefetch"]) + 1)
 
     def new_caches(self, spec, batch: int) -> list:
         return [np.zeros((batch, *spec.cache_shape), np.float32) for _ in range(2 * spec.layers)]
@@ -126,14 +126,14 @@ class StreamingRunner:
         """The group's region (from ``group.begin``: whole pages with O_DIRECT) in a page-aligned
         buffer: a free one of its size when the pool has one, else a fresh one."""
         size = group.span(self.direct, self.size)
-        with self.lock:
-            buffer = next((b for b in self.pool if len(b) == size), None)
+        with self.lock:  # a kept buffer fits if at most a page or two larger (groups differ by page rounding)
+            buffer = next((b for b in self.pool if size <= len(b) <= size + 2 * PAGE), None)
             if buffer is not None:
                 self.pool.remove(buffer)
         if buffer is None:
-            buffer = np.frombuffer(mmap.mmap(-1, size), np.uint8)
+            buffer = np.frombuffer(mmap.mmap(-1, size + PAGE), np.uint8)
         begin = group.begin(self.direct)
-        read_into(self.fd, memoryview(buffer), begin, need=group.offset + group.length - begin)
+        read_into(self.fd, memoryview(buffer)[:size], begin, need=group.offset + group.length - begin)
         if not self.direct:
             drop_cache(self.fd, group.offset, group.length)
         return buffer
@@ -253,7 +253,7 @@ class _Reader:
     def held_bytes(self) -> int:
         """An upper bound of the bytes of the other buffers read and not yet done with, while one is
         being given back: the largest ``slots - 1`` streamed groups."""
-        sizes = sorted((g.span(self.runner.direct, self.runner.size) for g in self.runner.streamed), reverse=True)
+        sizes = sorted((g.span(self.runner.direct, self.runner.size) + PAGE for g in self.runner.streamed), reverse=True)
         return sum(sizes[:self.slots - 1])
 
     def done(self) -> None:
