@@ -49,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--all-logits", action="store_true", help="generation step returns logits of every position")
     _schedule_flags(c)
     _quant_flags(c)
+    _sparsity_flags(c)
     c.set_defaults(func=compile_cmd)
 
     i = sub.add_parser("inspect", parents=[debug], help="show a model's or an artifact's structure and size")
@@ -109,6 +110,20 @@ def _schedule_flags(p: argparse.ArgumentParser) -> None:
     s.add_argument("--memory-budget", metavar="SIZE", help="run within SIZE (e.g. 160MiB): layer groups, weights "
                    "streamed from disk; refused at once if nothing fits")
     s.add_argument("--stages", type=int, metavar="N", help="split into N pipeline stages (run with --distributed)")
+
+
+def _sparsity_flags(p: argparse.ArgumentParser) -> None:
+    from llmc.passes.sparsity.options import GOALS, METHODS, SCOPES
+
+    s = p.add_argument_group("sparsity (docs/passes/sparsity.md)")
+    s.add_argument("--sparsity", type=float, metavar="S", help="fraction of each block linear's weights set to zero, in [0, 1)")
+    s.add_argument("--sparsity-pattern", metavar="unstructured|N:M", help="unstructured (default) or N:M such as 2:4, 4:8")
+    s.add_argument("--sparsity-method", default="wanda", choices=METHODS,
+                   help="which weights to zero (wanda and sparsegpt need --calibration)")
+    s.add_argument("--sparsity-for", default="speed", choices=GOALS,
+                   help="speed: store sparse only where the sparse kernel is faster on the target; size: everywhere")
+    s.add_argument("--sparsity-scope", default="layer", choices=SCOPES,
+                   help="one density per layer, or one over all pruned weights (unstructured)")
 
 
 def _quant_flags(p: argparse.ArgumentParser) -> None:

@@ -39,6 +39,12 @@ def mixed_options(a, options: dict) -> dict:
     return out
 
 
+def sparsity_options(a) -> dict:
+    """--sparsity and its companions, as ``llmc.compile`` takes them."""
+    return {"sparsity": a.sparsity, "sparsity_pattern": a.sparsity_pattern, "sparsity_method": a.sparsity_method,
+            "sparsity_for": a.sparsity_for, "sparsity_scope": a.sparsity_scope}
+
+
 def compile_cmd(a) -> int:
     from llmc import api
 
@@ -50,7 +56,7 @@ def compile_cmd(a) -> int:
             generation=a.generation, all_logits=a.all_logits, quant=a.quant, quant_method=a.quant_method,
             recipe=a.recipe, calibration=a.calibration, calibration_samples=a.calibration_samples,
             calibration_length=a.calibration_length, memory_budget=a.memory_budget, stages=a.stages,
-            **generation_options(a), **mixed_options(a, options), **options,
+            **generation_options(a), **mixed_options(a, options), **sparsity_options(a), **options,
         )
     model = art.manifest["model"]
     show.line(f"wrote {art.path} (target {art.target}, {art.manifest['opt_level']}): "
