@@ -155,6 +155,8 @@ def artifact_tables(manifest: dict) -> list[Table]:
     tables.append(Table(f"passes ({manifest['opt_level']})", ["pass", "changed", "stats"], passes))
     if "quantization" in manifest:
         tables.append(quantization_table(manifest["quantization"]))
+        if "mixed" in manifest["quantization"]:
+            tables.append(mixed_table(manifest["quantization"]))
     if "sparsity" in manifest:
         from llmc.passes.sparsity.report import sparsity_table
 
@@ -178,16 +180,45 @@ def _target_tables(manifest: dict) -> tuple[list[Table], tuple[str, ...]]:
 
 
 def quantization_table(section: dict) -> Table:
-    """One row per quantized weight: format, method, error (and on what it was measured), bytes."""
-    rows = [[r["origin"], str(r["layer"] if r["layer"] is not None else "-"), r["format"], r["method"],
-             f"{r['error']:.2e} ({r['metric']})", nbytes(r["bytes"]), f"{r['bytes'] / r['float_bytes']:.3f}"]
+    """One row per quantized weight: format, outliers, method, error (and on what it was measured), bytes,
+    bits per weight; with ``--quant mixed`` the chosen format's sensitivity and predicted decode time; the
+    sparsity pass's pattern where it ran."""
+    rows = [[r["origin"], str(r["layer"] if r["layer"] is not None else "-"), r["format"],
+             f"{r.get('outliers', 0.0):.2%}" if r.get("outliers") else "-", r["method"],
+             f"{r['error']:.2e} ({r['metric']})",
+             "-" if r.get("sensitivity") is None else f"{r['sensitivity']:.2e}",
+             "-" if r.get("time_s") is None else f"{r['time_s'] * 1e6:.1f} us", r.get("sparsity") or "-",
+             nbytes(r["bytes"]), f"{32 * r['bytes'] / r['float_bytes']:.2f}"]
             for r in section["layers"]]
     ratio = section["bytes"] / max(section["float_bytes"], 1)
     calib = section["calibration"]
     data = "none" if calib is None else f"{calib['source']} ({calib['tokens']} tokens)"
+    bits = f", {section['avg_bits']:.3f} average bits" if "avg_bits" in section else ""
     title = (f"quantization: recipe {_short(section['recipe'])}; calibration {data}; "
-             f"{nbytes(section['bytes'])} of quantized weights, {ratio:.3f}x their float32 size")
-    return Table(title, ["weight", "layer", "format", "method", "error", "bytes", "of float32"], rows)
+             f"{nbytes(section['bytes'])} of quantized weights, {ratio:.3f}x their float32 size{bits}")
+    return Table(title, ["weight", "layer", "format", "outliers", "method", "error", "sensitivity",
+                         "decode time", "sparsity", "bytes", "bits"], rows)
+
+
+def mixed_table(section: dict) -> Table:
+    """The mixed-precision allocation against its budget, and the greedy baseline on the same sensitivities."""
+    m = section["mixed"]
+    greedy = m["greedy_baseline"]
+    rows = [["budget", m["budget_text"]], ["achieved", _spent(m["achieved"], m["budget"]["kind"])],
+            ["smallest possible", _spent(m["minimum"], m["budget"]["kind"])],
+            ["average bits", f"{m['avg_bits']:.3f} ({m['avg_bits_definition']})"],
+            ["predicted decode step", f"{m['decode_time_s'] * 1e3:.3f} ms on {m['device']}"],
+            ["total sensitivity", f"{m['total_error']:.4g} ({m['measure']}; {m['solver']})"],
+            ["greedy baseline", (f"{' / '.join(greedy['formats'])}: total sensitivity {greedy['total_error']:.4g}, "
+                                 f"{_spent(greedy['achieved'], m['budget']['kind'])}")],
+            ["candidates", ", ".join(m["candidates"])]]
+    return Table("mixed precision: the allocation against the budget", ["", ""], rows)
+
+
+def _spent(value: float, kind: str) -> str:
+    if kind == "avg_bits":
+        return f"{value:.3f} average bits"
+    return f"{value * 1e3:.3f} ms" if kind == "latency" else nbytes(int(value))
 
 
 def pass_label(name: str, round: int | None) -> str:

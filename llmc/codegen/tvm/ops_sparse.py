@@ -1,5 +1,6 @@
 """``linear_csr`` as one TE kernel: a product with a CSR matrix, the dense product added in place.
 
+Products accumulate in float32 and the result takes the compute dtype (float16 on cuda by default).
 Row ``n`` of the sparse matrix is a reduction over ``r < row_max`` (the longest row, read from
 the constant ``indptr`` the artifact stores; ``K`` when ``indptr`` is not a constant): entry
 ``j = indptr[n] + r`` counts while ``j < indptr[n + 1]``. Decode reads each row's few values
@@ -47,7 +48,8 @@ def linear_csr(ctx, node, args):
 
         y = te.compute(out_shape, body, name="csr")
         if not acc:
-            return y
-        return te.compute(out_shape, lambda *i: acc[0][i] + y[i], name="csr_accumulate")
+            return y if out_dtype == "float32" else te.compute(out_shape, lambda *i: tirx.Cast(out_dtype, y[i]),
+                                                                name="csr_cast")
+        return te.compute(out_shape, lambda *i: tirx.Cast(out_dtype, as_f32(acc[0][i]) + y[i]), name="csr_accumulate")
 
     return ctx.emit_te(compute, *args, name="linear_csr")

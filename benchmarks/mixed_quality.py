@@ -1,0 +1,254 @@
+"""Mixed precision at equal average bits: uniform RTN and GPTQ vs llmc's exact allocation (with and
+without outliers) vs an NNCF-style greedy two-format allocation on the same sensitivities.
+
+SmolLM2-135M-Instruct: perplexity on the offline evaluation corpus (``llmc.runtime.perplexity``;
+calibration on its disjoint split). all-MiniLM-L6-v2: mean cosine similarity of sentence embeddings
+to float32's (sentences and calibration of ``benchmarks/quant_quality.py``). Sensitivities are
+measured once per model (``llmc.passes.quantize.sensitivity``, every candidate the cpu target runs
+plus each low-bit one with 0.5% outliers); every allocation is then solved from that table and
+compiled as an explicit recipe (``--recipe``), so the three allocators see identical numbers.
+Average bits follow the manifest's definition (``docs/passes/mixed.md``).
+
+    python benchmarks/mixed_quality.py                     # writes benchmarks/results/mixed_quality.json + .png
+    python benchmarks/mixed_quality.py --bits 3.5 --max-tokens 1024 --models smollm2
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import sys
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+RESULT = RESULTS / "mixed_quality.json"
+PLOT = RESULTS / "mixed_quality.png"
+OUTLIERS = 0.005
+UNIFORM = ("w3g128:rtn", "w3g128:gptq", "w3g128+o0.005:rtn", "w4g128:rtn", "w4g128:gptq")
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# -- the sensitivity table, measured once -----------------------------------------------------------
+
+
+def prepared_graph(graph, target: str):
+    """The graph exactly as ``llmc.compile`` hands it to quantization (after the target's early passes)."""
+    from llmc.codegen.target import get_target
+    from llmc.passes import run_pipeline
+    from llmc.passes.pipelines import resolve, split_for_quantization
+
+    tgt = get_target(target)
+    early, _ = split_for_quantization(resolve(tgt.pipeline(tgt.default_level)))
+    graph, _ = run_pipeline(graph, [str(s) for s in early], options=tgt.pass_options(tgt.make_options()))
+    return graph, tgt
+
+
+def sensitivities(graph, tgt, calibration):
+    from llmc.codegen import devices
+    from llmc.passes.quantize.sensitivity import candidates, measure, table
+
+    formats = candidates(set(tgt.quant_formats()), (OUTLIERS,))
+    rows = table(graph, formats, devices.get("cpu"))
+    start = time.perf_counter()
+    measure(graph, calibration, rows)
+    log(f"  sensitivities of {len(formats)} formats x {len(rows)} weights in {time.perf_counter() - start:.0f} s")
+    return rows
+
+
+def allocations(rows, bits: float) -> dict[str, dict]:
+    """Recipe, predicted average bits and total sensitivity of each allocator at ``bits``."""
+    from llmc.passes.quantize.allocate import Budget, bracket, greedy, recipe, solve
+    from llmc.passes.quantize.sensitivity import Row
+
+    budget = Budget("avg_bits", bits)
+    plain = [Row(r.weight, r.key, r.origin, r.layer, r.shape, r.group, [c for c in r.choices if not c.format.outliers])
+             for r in rows]
+    out = {}
+    for name, table_, solver in (("llmc", plain, None), ("llmc+outliers", rows, None), ("greedy", plain, "greedy")):
+        if solver == "greedy":
+            low, high = bracket([c.format for c in plain[0].choices], plain, budget)
+            choice, name = greedy(plain, budget, low, high), f"greedy {low.name}/{high.name}"
+        else:
+            choice = solve(table_, budget)
+        out[name] = {"recipe": recipe(table_, choice, "rtn").to_json(), "predicted_avg_bits": budget.spend(table_, choice),
+                     "total_sensitivity": sum(choice[r.weight].error for r in table_)}
+    return out
+
+
+# -- evaluation ---------------------------------------------------------------------------------
+
+
+def variants(rows, bits_list) -> list[tuple[str, float | None, dict, dict]]:
+    """(label, target bits, compile options, facts) in the order they are evaluated."""
+    out = []
+    for bits in bits_list:
+        for name, facts in allocations(rows, bits).items():
+            for method in ("rtn", "gptq"):
+                if method == "gptq" and "outliers" in name:
+                    continue
+                out.append((f"{name}:{method}@{bits:g}", bits, {"recipe": {**facts["recipe"], "method": method}},
+                            {k: v for k, v in facts.items() if k != "recipe"}))
+    for uniform in UNIFORM:
+        fmt, method = uniform.split(":")
+        out.append((uniform, None, {"quant": fmt, "quant_method": method}, {}))
+    order = {3.5: 0}
+    return sorted(out, key=lambda v: (order.get(v[1], 1), "gptq" in v[0]))
+
+
+def smollm2(args, results, save) -> None:
+    import llmc
+    from llmc.api import load_causal_lm
+    from llmc.passes.quantize.apply import _tokenize, _vocab
+    from llmc.passes.quantize.calibration import load_calibration
+    from llmc.runtime.perplexity import evaluate
+
+    lm = load_causal_lm("smollm2-135m", max_seq_len=args.window, all_logits=True)
+    graph, tgt = prepared_graph(lm.graph, args.target)
+    calibration = load_calibration(graph, "builtin", tokenizer=_tokenize(lm.save_tokenizer), vocab=_vocab(graph),
+                                   samples=args.samples, length=args.length)
+    rows = sensitivities(graph, tgt, calibration)
+    out = results.setdefault("smollm2", {"metric": f"perplexity, offline eval corpus, window {args.window} stride "
+                                                   f"{args.stride}, at most {args.max_tokens} tokens; calibration builtin "
+                                                   f"{args.samples} x {args.length} tokens"})
+    todo = [("float", None, {}, {})] + variants(rows, args.bits)
+    with tempfile.TemporaryDirectory(prefix="llmc-mq-") as tmp:
+        for label, bits, options, facts in todo:
+            if label in out:
+                continue
+            start = time.perf_counter()
+            if options:
+                options = {**options, "calibration": "builtin", "calibration_samples": args.samples,
+                           "calibration_length": args.length}
+            art = llmc.compile("smollm2-135m", args.target, output=f"{tmp}/{len(out)}", generation=True,
+                               all_logits=True, max_seq_len=args.window, prefill_chunk=args.window, **options)
+            result = evaluate(art, max_tokens=args.max_tokens, window=args.window, stride=args.stride)
+            out[label] = {"perplexity": result.ppl, "tokens": result.tokens, "target_bits": bits, **facts,
+                          **_size(art), "seconds": time.perf_counter() - start}
+            save()
+            log(f"smollm2 {label}: perplexity {result.ppl:.3f} at {out[label]['avg_bits']:.3f} bits")
+
+
+def minilm(args, results, save) -> None:
+    from quant_quality import CALIBRATION_SENTENCES, SENTENCES
+    from transformers import AutoTokenizer
+
+    import llmc
+    from llmc.examples import minilm_folder
+    from llmc.frontend.load import load_model
+    from llmc.passes.quantize.calibration import load_calibration
+
+    tok = AutoTokenizer.from_pretrained(str(minilm_folder()))
+
+    def batch(sentences):
+        enc = tok(sentences, padding="max_length", max_length=24, truncation=True, return_tensors="np")
+        return {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
+
+    feeds, calib = batch(SENTENCES), batch(CALIBRATION_SENTENCES)
+    shapes = {k: tuple(v.shape) for k, v in feeds.items()}
+    out = results.setdefault("minilm", {"metric": "mean cosine similarity of mean-pooled sentence embeddings to "
+                                                  "float32, 12 sentences; calibration 12 other sentences"})
+    with tempfile.TemporaryDirectory(prefix="llmc-mq-") as tmp:
+        np.savez(f"{tmp}/calib.npz", **calib)
+        graph, tgt = prepared_graph(load_model(str(minilm_folder()), input_shapes=shapes), args.target)
+        rows = sensitivities(graph, tgt, load_calibration(graph, f"{tmp}/calib.npz"))
+        reference = None
+        for label, bits, options, facts in [("float", None, {}, {})] + variants(rows, args.bits):
+            if options:
+                options = {**options, "calibration": f"{tmp}/calib.npz"}
+            art = llmc.compile(str(minilm_folder()), args.target, output=f"{tmp}/{len(out)}", input_shapes=shapes,
+                               **options)
+            hidden = next(iter(art.run(feeds).values()))
+            mask = feeds["attention_mask"][..., None]
+            emb = (hidden * mask).sum(1) / mask.sum(1)
+            emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+            reference = emb if reference is None else reference
+            out[label] = {"mean_cosine": float((emb * reference).sum(1).mean()), "target_bits": bits, **facts,
+                          **_size(art)}
+            save()
+            log(f"minilm {label}: cosine {out[label]['mean_cosine']:.5f} at {out[label]['avg_bits']:.3f} bits")
+
+
+def _size(art) -> dict:
+    q = art.manifest.get("quantization")
+    if q is None:
+        return {"avg_bits": 32.0, "bytes": None}
+    return {"avg_bits": q["avg_bits"], "bytes": q["bytes"]}
+
+
+# -- table and picture --------------------------------------------------------------------------
+
+
+def pareto_plot(results: dict, path: Path) -> bool:
+    """Perplexity (log) against stored bytes of the quantized weights, one marker per allocator."""
+    try:
+        import matplotlib
+    except ImportError:
+        return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = {k: v for k, v in results.get("smollm2", {}).items() if isinstance(v, dict) and v.get("bytes")}
+    if not rows:
+        return False
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for kind, marker in (("llmc:", "o"), ("llmc+outliers:", "s"), ("greedy", "^"), ("w", "x")):
+        for method, color in (("rtn", "tab:blue"), ("gptq", "tab:red")):
+            pts = [(v["bytes"] / 2**20, v["perplexity"]) for k, v in rows.items()
+                   if k.startswith(kind) and f":{method}" in k]
+            if pts:
+                label = {"w": "uniform"}.get(kind, kind.rstrip(":"))
+                ax.scatter(*zip(*pts), marker=marker, color=color, label=f"{label} ({method})")
+    ax.set_yscale("log")
+    ax.set_xlabel("stored bytes of quantizable weights (MiB)")
+    ax.set_ylabel("perplexity")
+    ax.set_title("SmolLM2-135M: perplexity vs size")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="smollm2,minilm")
+    p.add_argument("--bits", default="3.5,3.0,4.25", help="average bits to allocate at (3.5 is evaluated first)")
+    p.add_argument("--target", default="reference", help="where perplexity is scored (reference: no kernel builds)")
+    p.add_argument("--max-tokens", type=int, default=1024)
+    p.add_argument("--window", type=int, default=512)
+    p.add_argument("--stride", type=int, default=256)
+    p.add_argument("--samples", type=int, default=8, help="calibration samples (of --length tokens)")
+    p.add_argument("--length", type=int, default=256)
+    p.add_argument("--out", type=Path, default=RESULT)
+    args = p.parse_args()
+    args.bits = [float(b) for b in args.bits.split(",")]
+    results = json.loads(args.out.read_text()) if args.out.is_file() else {}  # resume a cut run
+    results.update({"benchmark": "mixed_quality",
+                    "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                    "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+                    "versions": {k: version(k) for k in ("llmc", "apache-tvm", "numpy", "scipy")},
+                    "target": args.target, "outliers": OUTLIERS})
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+        pareto_plot(results, args.out.with_suffix(".png"))
+
+    for model, run in (("minilm", minilm), ("smollm2", smollm2)):
+        if model in args.models.split(","):
+            run(args, results, save)
+    log(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
