@@ -160,3 +160,14 @@ def test_not_applied_keeps_dense_weights_and_size_stores_them_compressed():
         ops[goal] = [(n.op, n.attrs.get("kernel")) for n in graph.nodes if n.op.startswith("linear")]
     assert set(ops["speed"]) == {("linear", None)}  # layers blocks keep dense weights; the head stays dense
     assert ("linear_bitmap", "dense") in ops["size"] and ops["size"].count(("linear", None)) == 1
+
+
+def test_a_global_density_spreads_over_the_layers():
+    from llmc.frontend.causal import load_causal_lm
+    from llmc.passes.sparsity import sparsify
+
+    graph = load_causal_lm(tiny_llama()[0], max_seq_len=64).graph
+    graph, records = sparsify(graph, SparsityOptions(0.6, scope="global", method="magnitude"))
+    kept = sum(r.density * r.float_bytes for r in records) / sum(r.float_bytes for r in records)
+    assert kept == pytest.approx(0.4, abs=0.01)
+    assert len({round(r.density, 3) for r in records}) > 1  # each layer's density follows its scores

@@ -46,12 +46,12 @@ def keep_mask(scores: np.ndarray, density: float, pattern: str, *, per_row: bool
         np.put_along_axis(keep, order, True, axis=-1)
         return keep.reshape(rows, k)
     if per_row:
-        count = int(round(density * k))
+        count = round(density * k)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :count]
         keep = np.zeros_like(scores, bool)
         np.put_along_axis(keep, order, True, axis=1)
         return keep
-    count = int(round(density * scores.size))
+    count = round(density * scores.size)
     flat = np.zeros(scores.size, bool)
     flat[np.argsort(-scores.ravel(), kind="stable")[:count]] = True
     return flat.reshape(rows, k)
@@ -72,7 +72,7 @@ def sparsegpt(w: np.ndarray, hessian: np.ndarray, density: float, pattern: str, 
     """Prune ``w`` with the error moved onto later columns (see the module docstring)."""
     nm = parse_pattern(pattern)
     weights, diag = _prepare(w, hessian)
-    rows, k = weights.shape
+    k = weights.shape[1]
     if nm is not None:
         block = nm[1] * max(1, block // nm[1])  # a group of m never straddles two blocks
     u = _inverse_cholesky(hessian, diag, np.arange(k), damp).astype(np.float32)
@@ -98,7 +98,7 @@ def global_densities(scores: dict[str, np.ndarray], density: float) -> dict[str,
     matrix's scores divided by their mean, so matrices of different scale compete fairly)."""
     normed = {name: s / max(float(s.mean()), 1e-30) for name, s in scores.items()}
     every = np.concatenate([s.ravel() for s in normed.values()])
-    count = int(round(density * every.size))
+    count = round(density * every.size)
     if count == 0:
         return {name: 0.0 for name in scores}
     threshold = np.partition(every, every.size - count)[every.size - count]
