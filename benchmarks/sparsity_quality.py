@@ -78,6 +78,24 @@ def decode_step(art, steps: int) -> float:
     return float(np.median(times))
 
 
+def decisions(config: str, args) -> dict:
+    """The pass's apply-or-not decisions for speed (the measured kernel times behind each) and the
+    decode step of the artifact it builds."""
+    import llmc
+
+    with tempfile.TemporaryDirectory(prefix="llmc-sparsity-") as tmp:
+        art = llmc.compile("smollm2-135m", "cpu", output=f"{tmp}/a", generation=True, max_seq_len=args.window,
+                           prefill_chunk=args.window, **{**options(config, args), "sparsity_for": "speed"})
+        section = art.manifest["sparsity"]
+        step = decode_step(art, args.new_tokens)
+    shapes = {}
+    for r in section["layers"]:  # one row per distinct kernel: the layers share four shapes
+        shapes.setdefault(f"{r['shape'][0]}x{r['shape'][1]}", {k: r[k] for k in ("storage", "applied", "reason",
+                                                                                  "predicted", "measured")})
+    return {"applied": section["applied"], "weights": len(section["layers"]), "decode_step_ms": 1e3 * step,
+            "by_shape": shapes}
+
+
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -104,11 +122,20 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=8, help="calibration windows")
     p.add_argument("--length", type=int, default=128, help="tokens per calibration window")
     p.add_argument("--new-tokens", type=int, default=32)
+    p.add_argument("--decisions", action="store_true",
+                   help="only compile each config for speed and record its decisions (no perplexity)")
     p.add_argument("--out", type=Path, default=RESULT)
     args = p.parse_args()
     data = json.loads(args.out.read_text()) if args.out.is_file() else {}
     data.update({"date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
                  "settings": {k: v for k, v in vars(args).items() if k != "out"}})
+    if args.decisions:
+        found = data.setdefault("decisions", {})
+        for config in args.configs.split(","):
+            print(f"decisions {config}", file=sys.stderr, flush=True)
+            found[config] = decisions(config, args)
+            args.out.write_text(json.dumps(data, indent=1) + "\n")
+        return
     results = data.setdefault("smollm2", {})
     for config in args.configs.split(","):
         print(f"smollm2 {config}", file=sys.stderr, flush=True)

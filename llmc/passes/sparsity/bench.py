@@ -5,11 +5,14 @@ built for this machine and timed at the artifact's sizes, cached so later compil
 dimension bound per size): ``linear`` over a random dense [N, K] matrix, and the stored op over a
 random matrix of the same shape, storage and density (the kernels' speed depends on those, not on
 the values). Each is compiled for the cpu target as an artifact would be and timed with the
-Relax VM's ``time_evaluator``: the median of ``REPEATS`` repeats of at least ``MIN_MS`` ms each,
-so one busy moment of a shared machine moves it little (the numbers are still noisy there).
+Relax VM's ``time_evaluator``: the median of ``REPEATS`` calls, each after the weights were
+flushed from the CPU caches (``cache_flush_cpu_non_first_arg``). A decode step streams every
+weight of the model from memory, so a kernel timed with its weights hot in L2 would favour
+compute over bytes, which is the wrong way round for sparse storage. Medians keep one busy
+moment of a shared machine from moving a result much (the numbers are still noisy there).
 
 Results are kept in ``$LLMC_CACHE/sparsity/<cpu>-<cores>c.json`` (default ``~/.cache/llmc``) by
-llmc version, storage, shape, density (to 0.01) and rows.
+llmc version, storage, shape, density (to 0.01) and rows ("cold": weights flushed before each call).
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ import numpy as np
 
 from llmc.passes.sparsity.storage import Stored, store
 
-REPEATS = 5
-MIN_MS = 20
+REPEATS = 15
+FLUSH = "cache_flush_cpu_non_first_arg"  # TVM's cache flush of every argument but the input
 
 
 def cache_file() -> Path:
@@ -38,7 +41,7 @@ def cache_key(stored: Stored, rows: int) -> str:
     from llmc import __version__
 
     n, k = stored.shape
-    return f"llmc{__version__}/{stored.label()}/{n}x{k}/d{stored.density:.2f}/rows{rows}"
+    return f"llmc{__version__}/cold/{stored.label()}/{n}x{k}/d{stored.density:.2f}/rows{rows}"
 
 
 def measure(stored: Stored, sizes: dict[str, int]) -> dict[str, dict[str, float]]:
@@ -70,7 +73,7 @@ def _time(stored: Stored, rows: list[int]) -> dict[int, dict[str, float]]:
         for name, graph in (("dense", _graph(dense, None)), ("sparse", _graph(None, pruned))):
             art = llmc.compile(graph, target="cpu", output=Path(folder) / name)
             session = Session(art.path)
-            timer = session.vm.time_evaluator("main", session.device, number=1, repeat=REPEATS, min_repeat_ms=MIN_MS)
+            timer = session.vm.time_evaluator("main", session.device, number=1, repeat=REPEATS, f_preproc=FLUSH)
             for r in rows:
                 x = session._to_device(rng.standard_normal((1, r, k)).astype(np.float32),
                                        session.spec["inputs"][0], {})
