@@ -83,6 +83,7 @@ class StreamingRunner:
         self.fd, self.direct = _open_direct(self.path)
         self.size = os.fstat(self.fd).st_size
         self.pool: list[np.ndarray] = []  # buffers of streamed groups kept for reuse (no page faults)
+        self.out = 0  # bytes of streamed groups' buffers read or being read and not yet given back
         self.lock = threading.Lock()
         stored = read_safetensors(self.path)
         self.groups = [_Group(g, part, stored, self.direct) for g, part in zip(groups, self.parts)]
@@ -118,37 +119,46 @@ class StreamingRunner:
             return run_graph(part.graph, arrays)
         finally:
             group.unbind()
-            self._release(buffer, self.reader.held_bytes())
+            self._release(buffer)
             del buffer
             self.reader.done()
 
     def _read(self, group: _Group) -> np.ndarray:
         """The group's region (from ``group.begin``: whole pages with O_DIRECT) in a page-aligned
-        buffer: a free one of its size when the pool has one, else a fresh one."""
+        buffer: for a streamed group a kept one of its size when there is one, else a fresh one
+        (kept ones are freed first as far as the window needs)."""
         size = group.span(self.direct, self.size)
-        with self.lock:  # a kept buffer fits if at most a page or two larger (groups differ by page rounding)
-            buffer = next((b for b in self.pool if size <= len(b) <= size + 2 * PAGE), None)
-            if buffer is not None:
-                self.pool.remove(buffer)
-        if buffer is None:
-            buffer = np.frombuffer(mmap.mmap(-1, size + PAGE), np.uint8)
+        buffer = np.frombuffer(mmap.mmap(-1, size), np.uint8) if group.resident else self._buffer(size)
         begin = group.begin(self.direct)
         read_into(self.fd, memoryview(buffer)[:size], begin, need=group.offset + group.length - begin)
         if not self.direct:
             drop_cache(self.fd, group.offset, group.length)
         return buffer
 
-    def _release(self, buffer: np.ndarray, held: int) -> None:
-        """Keep a streamed group's buffer for the next read of its size while the buffers held
-        (``held`` bytes in use) and kept stay within the schedule's window; else free it."""
+    def _buffer(self, size: int) -> np.ndarray:
+        with self.lock:  # a kept buffer fits if at most a page or two larger (groups differ by page rounding)
+            buffer = next((b for b in self.pool if size <= len(b) <= size + 2 * PAGE), None)
+            if buffer is not None:
+                self.pool.remove(buffer)
+            else:
+                while self.pool and self.out + sum(len(b) for b in self.pool) + size + PAGE > self.window:
+                    self.pool.pop(0)
+            self.out += len(buffer) if buffer is not None else size + PAGE
+        return buffer if buffer is not None else np.frombuffer(mmap.mmap(-1, size + PAGE), np.uint8)
+
+    def _release(self, buffer: np.ndarray) -> None:
+        """A streamed group is done with ``buffer``: keep it for the next read of its size while
+        the buffers out and kept stay within the schedule's window, else free it."""
         with self.lock:
-            if held + sum(len(b) for b in self.pool) + len(buffer) <= self.window:
+            self.out -= len(buffer)
+            if self.out + sum(len(b) for b in self.pool) + len(buffer) <= self.window:
                 self.pool.append(buffer)
 
     def _stop_reader(self) -> None:
         if self.reader is not None:
             self.reader.stop()
             self.reader = None
+            self.out = 0  # what it had read is dropped
 
     def close(self) -> None:
         self._stop_reader()
@@ -249,12 +259,6 @@ class _Reader:
             raise ArtifactError(f"the prefetch thread read group {got.label} where {group.label} was due",
                                 hint="a bug in llmc's streaming runtime: please report it")
         return buffer
-
-    def held_bytes(self) -> int:
-        """An upper bound of the bytes of the other buffers read and not yet done with, while one is
-        being given back: the largest ``slots - 1`` streamed groups."""
-        sizes = sorted((g.span(self.runner.direct, self.runner.size) + PAGE for g in self.runner.streamed), reverse=True)
-        return sum(sizes[:self.slots - 1])
 
     def done(self) -> None:
         self.free.release()

@@ -38,6 +38,7 @@ def artifact(request, model, tmp_path_factory):
         doc["prefetch"] = 2
         for g in doc["groups"]:
             g["resident"] = not g.get("tensors")
+        doc["memory"]["window"] = sum(g["bytes"] for g in doc["groups"] if not g["resident"])  # all 3 held
         path.write_text(json.dumps(doc))
     return art
 
@@ -109,3 +110,17 @@ def test_an_artifact_without_a_schedule_is_refused(model, tmp_path):
     art = llmc.compile(model, "reference", output=tmp_path / "plain", generation=True, max_seq_len=SEQ)
     with pytest.raises(ArtifactError, match="compile it with --memory-budget"):
         StreamingRunner(art.path)
+
+
+def test_streamed_buffers_are_reused(artifact, monkeypatch):
+    import mmap
+
+    runner = StreamingRunner(artifact.path)
+    spec = GenerationSpec.from_manifest(artifact.manifest["generation"])
+    steps(runner, spec, n=2)  # the first cycle makes the buffers
+    made = []
+    real = mmap.mmap
+    monkeypatch.setattr(mmap, "mmap", lambda fileno, *a, **k: made.append(fileno) or real(fileno, *a, **k))
+    steps(runner, spec, n=4)
+    runner.close()
+    assert made.count(-1) == 0  # no new anonymous buffer: every read went into a kept one
