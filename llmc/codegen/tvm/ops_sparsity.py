@@ -4,8 +4,11 @@
 
 - N:M: ``y[.., o] = sum_j values[o, j] * x[.., (j // n) * m + index[o, j]]``, a reduction over
   the kept weights only. With weight panels (cpu) values and index are re-laid out at load time
-  as ``[N/P, J, P]`` like every dense weight, so a step of the reduction loads P values and P
-  indices, gathers P inputs and does one vector multiply-add (cpu rule ``SparseNM``).
+  as ``[N/P, J, P]`` like every dense weight, so in a decode step a step of the reduction loads P
+  values and P indices, gathers P inputs and does one vector multiply-add (cpu rule ``SparseNM``).
+  A prefill chunk instead expands each reduction step's panel once (n selects per weight) and
+  shares it between the rows of the register tile (the ``Dense`` rule's weight stage, like a
+  packed low-bit weight), since per-row gathers cost far more than the dense product there.
 - bitmap: a reduction over every k of ``bit(o, k) ? values[pos(o, k)] * x[.., k] : 0`` where
   ``pos`` is the row offset plus the set bits before k: the set bits of the earlier words of the
   row (``word_base``, computed at load time from the mask) and a ``popcount`` inside the word.
@@ -23,6 +26,7 @@ from tvm import te, tirx
 from tvm.relax import op as R
 
 from llmc.codegen.tvm.ops_linalg import _float_panel, _packed_dense, nt_matmul
+from llmc.codegen.tvm.ops_quant import one_row_per_batch
 from llmc.codegen.tvm.registry import lowers
 from llmc.ir.ops.sparsity import WORD
 
@@ -38,20 +42,18 @@ def linear_nm(ctx, node, args):
     if node.attrs["kernel"] == "dense":
 
         def expand(values, index):
-            def at(o, kk):  # the n slots of kk's group, summed as an expression: elementwise, no reduction loop
-                total = tirx.const(0.0, values.dtype)
-                for j in range(n):
-                    slot = (kk // m) * n + j
-                    total = total + tirx.Select(tirx.Cast("int64", index[o, slot]) == kk % m, values[o, slot],
-                                                tirx.const(0.0, values.dtype))
-                return total
-
-            return te.compute((out, k), at, name="expand_nm")
+            return te.compute((out, k), lambda o, kk: _nm_at(values, index, (o,), kk, n, m), name="expand_nm")
 
         w = ctx.emit_te(expand, args[1], args[2], name="expand_nm")
         return _dense(ctx, args[0], x_type, w, out, bias)
     p = ctx.options.pack_weights if x_type.rank >= 2 else 0
     values, index = (ctx.panels(args[1]), ctx.panels(args[2])) if p else (args[1], args[2])
+    if p and not one_row_per_batch(ctx, x_type):  # prefill: each step's panel expanded once for every row
+
+        def weight_at(tensors, jo, kk, ji, dtype):
+            return _nm_at(tensors[0], tensors[1], (jo, ji), kk, n, m).astype(dtype)
+
+        return _packed_dense(ctx, args[0], x_type, [values, index], weight_at, out, bias, stage=True)
     width = k // m * n
 
     def product(x, values, index):
@@ -72,6 +74,17 @@ def linear_nm(ctx, node, args):
         if -(-out // p) * p != out:
             y = ctx.emit(R.strided_slice(y, axes=[x_type.rank - 1], begin=[0], end=[out]))
     return y if bias is None else R.add(y, bias)
+
+
+def _nm_at(values, index, lead, kk, n: int, m: int) -> tirx.PrimExpr:
+    """W[lead, kk] from N:M tensors ([N, J], or panels [N/P, J, P] with ``lead`` = (jo, ji)): the n
+    slots of kk's group summed as one expression (elementwise: no reduction loop to schedule)."""
+    total = tirx.const(0.0, values.dtype)
+    for j in range(n):
+        slot = (kk // m) * n + j
+        at = (lead[0], slot) if len(lead) == 1 else (lead[0], slot, lead[1])
+        total = total + tirx.Select(tirx.Cast("int64", index[at]) == kk % m, values[at], tirx.const(0.0, values.dtype))
+    return total
 
 
 @lowers("linear_bitmap")

@@ -1,10 +1,9 @@
 """The cpu micro-benchmark behind a sparsity decision: a weight's sparse kernel and the dense one,
 built for this machine and timed at the artifact's sizes, cached so later compiles do not re-time.
 
-``measure(stored, sizes)`` builds two one-op graphs with an input of ``rows`` x K (a ``seq``
-dimension bound per size): ``linear`` over a random dense [N, K] matrix, and the stored op over a
-random matrix of the same shape, storage and density (the kernels' speed depends on those, not on
-the values). Each is compiled for the cpu target as an artifact would be and timed with the
+``measure(stored, sizes)`` builds, per size, two one-op graphs with an input of ``rows`` x K:
+``linear`` over a random dense [N, K] matrix, and the stored op over a random matrix of the same
+shape, storage and density (the kernels' speed depends on those, not on the values). Each is compiled for the cpu target as an artifact would be and timed with the
 Relax VM's ``time_evaluator``: the median of ``REPEATS`` calls, each after the weights were
 flushed from the CPU caches (``cache_flush_cpu_non_first_arg``). A decode step streams every
 weight of the model from memory, so a kernel timed with its weights hot in L2 would favour
@@ -70,13 +69,12 @@ def _time(stored: Stored, rows: list[int]) -> dict[int, dict[str, float]]:
     pruned = store(_like(dense, stored, rng), _pattern(stored))
     out: dict[int, dict[str, float]] = {r: {} for r in rows}
     with tempfile.TemporaryDirectory(prefix="llmc-sparse-bench-") as folder:
-        for name, graph in (("dense", _graph(dense, None)), ("sparse", _graph(None, pruned))):
-            art = llmc.compile(graph, target="cpu", output=Path(folder) / name)
-            session = Session(art.path)
-            timer = session.vm.time_evaluator("main", session.device, number=1, repeat=REPEATS, f_preproc=FLUSH)
-            for r in rows:
-                x = session._to_device(rng.standard_normal((1, r, k)).astype(np.float32),
-                                       session.spec["inputs"][0], {})
+        for r in rows:  # static rows, as each entry of a generation artifact is compiled (decode: seq = 1)
+            for name, graph in (("dense", _graph(dense, None, r)), ("sparse", _graph(None, pruned, r))):
+                art = llmc.compile(graph, target="cpu", output=Path(folder) / f"{name}{r}")
+                session = Session(art.path)
+                timer = session.vm.time_evaluator("main", session.device, number=1, repeat=REPEATS, f_preproc=FLUSH)
+                x = session._to_device(rng.standard_normal((1, r, k)).astype(np.float32), session.spec["inputs"][0], {})
                 out[r][name] = float(np.median(timer(x, *session.params).results))
     return out
 
@@ -96,12 +94,12 @@ def _like(w: np.ndarray, stored: Stored, rng) -> np.ndarray:
     return np.where(rng.random(w.shape) < stored.density, w, 0.0).astype(np.float32)
 
 
-def _graph(dense: np.ndarray | None, stored: Stored | None):
-    from llmc.ir import DType, Graph, TensorType, sym
+def _graph(dense: np.ndarray | None, stored: Stored | None, rows: int):
+    from llmc.ir import DType, Graph, TensorType
 
     k = (dense if dense is not None else np.empty(stored.shape)).shape[1]
     g = Graph("sparsity_bench")
-    x = g.add_input("x", TensorType(DType.f32, (1, sym("seq"), k)))
+    x = g.add_input("x", TensorType(DType.f32, (1, rows, k)))
     if stored is None:
         y = g.call("linear", x, g.add_const("weight", dense))
     else:
