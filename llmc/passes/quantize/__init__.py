@@ -152,7 +152,7 @@ def _round(value: Value, fmt: Format, method: str, x: np.ndarray | None, node: N
     kept = _stored(value, fmt, method)
     if x is None:
         result = kept or rtn(w, fmt.grid)
-        err = float(np.linalg.norm(result.dequantize() - w) / max(np.linalg.norm(w), 1e-30))
+        err = result.error(w)
         method = KEPT if kept else "rtn"
         return result, LayerRecord(value.name, origin, node.meta.layer, fmt.name, method, err, "weight", result.nbytes,
                                    float_bytes)

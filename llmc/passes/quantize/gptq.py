@@ -76,8 +76,7 @@ def output_error(w: np.ndarray, packed: Packed | np.ndarray, hessian: np.ndarray
 def _rows(packed: Packed | np.ndarray, start: int, end: int) -> np.ndarray:
     if not isinstance(packed, Packed):
         return np.asarray(packed[start:end], np.float64)
-    minimum = None if packed.minimum is None else packed.minimum[start:end]
-    return Packed(packed.words[start:end], packed.scale[start:end], minimum, packed.grid, packed.k).dequantize()
+    return packed.rows(start, end).dequantize()
 
 
 class HessianAccumulator:
