@@ -12,7 +12,10 @@
 - bitmap: a reduction over every k of ``bit(o, k) ? values[pos(o, k)] * x[.., k] : 0`` where
   ``pos`` is the row offset plus the set bits before k: the set bits of the earlier words of the
   row (``word_base``, computed at load time from the mask) and a ``popcount`` inside the word.
-  It reads half the bytes of the dense weight at 50% density but does more work per weight.
+  On the cpu mask and word bases are panels like a dense weight, and each reduction step's panel
+  of P weights is expanded once (bit test, popcount, gather of P values) for all rows of the
+  register tile (the ``Dense`` rule's weight stage). It reads about half the bytes of the dense
+  weight at 50% density but does several operations per weight.
 
 ``kernel="dense"``: W is expanded from its compressed tensors by a kernel over the weights alone,
 which TVM lifts into the load-time weight transform, then the dense product runs (on the cpu the
@@ -30,8 +33,7 @@ from llmc.codegen.tvm.ops_quant import one_row_per_batch
 from llmc.codegen.tvm.registry import lowers
 from llmc.ir.ops.sparsity import WORD
 
-NM_BLOCK = "sparse_nm"          # the product block the cpu rule ``SparseNM`` schedules
-BITMAP_BLOCK = "sparse_bitmap"
+NM_BLOCK = "sparse_nm"  # the decode product block the cpu rule ``SparseNM`` schedules
 
 
 @lowers("linear_nm")
@@ -103,28 +105,39 @@ def linear_bitmap(ctx, node, args):
 
     base = ctx.emit_te(word_base, args[2], args[3], name="bitmap_word_base")
 
-    def weight(values, mask, base, o, kk):
-        word = _unsigned(mask[o, kk // WORD])  # all bit math in uint32: int32 would be widened to int64
-        shift = tirx.Cast("uint32", kk % WORD)
-        bit = tirx.bitwise_and(tirx.shift_right(word, shift), _u32(1))
-        below = tirx.bitwise_and(word, tirx.shift_left(_u32(1), shift) - _u32(1))
-        pos = tirx.min(base[o, kk // WORD] + _popcount(below), nnz - 1)
-        return tirx.Select(bit == _u32(1), values[pos], tirx.const(0.0, values.dtype))
-
     if node.attrs["kernel"] == "dense":
         w = ctx.emit_te(lambda values, mask, base: te.compute(
-            (out, k), lambda o, kk: weight(values, mask, base, o, kk), name="expand_bitmap"),
+            (out, k), lambda o, kk: _bitmap_at(values, mask, base, (o,), kk, nnz), name="expand_bitmap"),
             args[1], args[2], base, name="expand_bitmap")
         return _dense(ctx, args[0], x_type, w, out, bias)
+    if ctx.options.pack_weights and x_type.rank >= 2:  # the cpu: panels of P rows, expanded per reduction step
+
+        def weight_at(tensors, jo, kk, ji, dtype):
+            return _bitmap_at(*tensors, (jo, ji), kk, nnz).astype(dtype)
+
+        panels = [args[1], ctx.panels(args[2]), ctx.panels(base)]
+        return _packed_dense(ctx, args[0], x_type, panels, weight_at, out, bias, stage=True)
 
     def product(x, values, mask, base):
         kk = te.reduce_axis((0, k), name="k")
         rows = len(x.shape) - 1
         return te.compute([*x.shape[:-1], out], lambda *i: te.sum(
-            weight(values, mask, base, i[-1], kk) * x[(*i[:rows], kk)], axis=kk), name=BITMAP_BLOCK)
+            _bitmap_at(values, mask, base, (i[-1],), kk, nnz) * x[(*i[:rows], kk)], axis=kk), name="sparse_bitmap")
 
     y = ctx.emit_te(product, args[0], args[1], args[2], base, name="linear_bitmap")
     return y if bias is None else R.add(y, bias)
+
+
+def _bitmap_at(values, mask, base, lead, kk, nnz: int) -> tirx.PrimExpr:
+    """W[lead, kk] from the bitmap tensors (mask and word bases [N, words], or panels [N/P, words, P]
+    with ``lead`` = (jo, ji)): the bit of kk, and the value at the row's offset plus the set bits before it."""
+    at = (lead[0], kk // WORD) if len(lead) == 1 else (lead[0], kk // WORD, lead[1])
+    word = _unsigned(mask[at])  # all bit math in uint32: int32 would be widened to int64
+    shift = tirx.Cast("uint32", kk % WORD)
+    bit = tirx.bitwise_and(tirx.shift_right(word, shift), _u32(1))
+    below = tirx.bitwise_and(word, tirx.shift_left(_u32(1), shift) - _u32(1))
+    pos = tirx.min(base[at] + _popcount(below), nnz - 1)
+    return tirx.Select(bit == _u32(1), values[pos], tirx.const(0.0, values.dtype))
 
 
 def _unsigned(word) -> tirx.PrimExpr:

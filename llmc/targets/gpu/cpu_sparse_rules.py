@@ -1,17 +1,18 @@
-"""CPU schedules of the sparse products (``llmc.codegen.tvm.ops_sparsity``), ahead of ``Dense``.
+"""CPU schedule of the decode N:M product (``llmc.codegen.tvm.ops_sparsity``), ahead of ``Dense``.
 
-    SparseNM      ``linear_nm`` over weight panels: panels in parallel, then the rows, the kept
-                  weights j, and the P output features of a panel as one vector (P values, P
-                  indices and a gather of P inputs per step).
-    SparseBitmap  ``linear_bitmap``: output features in parallel, each row's reduction over k
-                  serial (its weight is a bit test and a popcount per k).
+    SparseNM      ``linear_nm`` over weight panels, one row per sequence: panels in parallel, then
+                  the kept weights j, and the P output features of a panel as one vector (P
+                  values, P indices and a gather of P inputs per step).
+
+The other sparse products (N:M prefill, bitmap) are dense products with a weight stage, which
+the ``Dense`` rule schedules.
 """
 
 from __future__ import annotations
 
 from tvm.s_tir import dlight as dl
 
-from llmc.codegen.tvm.ops_sparsity import BITMAP_BLOCK, NM_BLOCK
+from llmc.codegen.tvm.ops_sparsity import NM_BLOCK
 from llmc.targets.gpu.cpu_rules import (
     PARALLEL_MACS,
     SCHEDULE_ERRORS,
@@ -51,21 +52,5 @@ class SparseNM(dl.ScheduleRule):
         return sch
 
 
-class SparseBitmap(dl.ScheduleRule):
-    def apply(self, func, target, _tunable):
-        sch, _ = _open(func, target)
-        block = _block(sch, BITMAP_BLOCK) if sch is not None else None
-        if block is None:
-            return None
-        *spatial, k = sch.get_loops(block)
-        if not spatial:
-            return None
-        *rows, out = spatial
-        sch.reorder(out, *rows, k)
-        _parallel(sch, [out], _work(sch, [*rows, k]), PARALLEL_MACS)
-        sch.decompose_reduction(block, k)
-        return sch
-
-
 def sparse_rules() -> list[dl.ScheduleRule]:
-    return [SparseNM(), SparseBitmap()]
+    return [SparseNM()]
