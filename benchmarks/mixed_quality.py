@@ -101,8 +101,8 @@ def variants(rows, bits_list) -> list[tuple[str, float | None, dict, dict]]:
     for uniform in UNIFORM:
         fmt, method = uniform.split(":")
         out.append((uniform, None, {"quant": fmt, "quant_method": method}, {}))
-    order = {3.5: 0}
-    return sorted(out, key=lambda v: (order.get(v[1], 1), "gptq" in v[0]))
+    first = [v for v in out if v[1] == 3.5 or v[0].startswith("w3g128")]  # the 3.5-bit comparison first
+    return sorted(first, key=lambda v: "gptq" in v[0]) + [v for v in out if v not in first]
 
 
 def smollm2(args, results, save) -> None:

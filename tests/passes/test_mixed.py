@@ -10,6 +10,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 import llmc
 from llmc.errors import InputError, LLMCError, TargetError
@@ -29,6 +30,30 @@ def calibration(tmp_path_factory):
     path = tmp_path_factory.mktemp("calib") / "ids.npz"
     np.savez(path, input_ids=np.random.default_rng(0).integers(0, 256, (2, 16)))
     return path
+
+
+class SwiGLU(torch.nn.Module):
+    """gate / up / down of a Llama MLP, with a few large input channels (outliers) in ``down``."""
+
+    def __init__(self, d=64, hidden=256):
+        super().__init__()
+        torch.manual_seed(0)
+        self.gate, self.up = torch.nn.Linear(d, hidden, bias=False), torch.nn.Linear(d, hidden, bias=False)
+        self.down = torch.nn.Linear(hidden, d, bias=False)
+        with torch.no_grad():
+            self.down.weight[:, ::37] *= 8.0
+
+    def forward(self, x):
+        return self.down(torch.nn.functional.silu(self.gate(x)) * self.up(x))
+
+
+@pytest.fixture(scope="module")
+def mlp(tmp_path_factory):
+    """The module, an example input and an .npz of calibration inputs."""
+    x = torch.randn(4, 8, 64, generator=torch.Generator().manual_seed(1))
+    path = tmp_path_factory.mktemp("mlp") / "x.npz"
+    np.savez(path, x=np.random.default_rng(2).standard_normal((4, 8, 64)).astype(np.float32))
+    return SwiGLU(), x, path
 
 
 def compile_tiny(out, target="reference", **kw):
@@ -120,7 +145,7 @@ def test_format_spelling_and_recipe_keys():
 def mixed(calibration, tmp_path_factory):
     out = tmp_path_factory.mktemp("mixed")
     return compile_tiny(out / "m", quant="mixed", avg_bits=3.5, outliers=0.02, reorder_channels=True,
-                        calibration=calibration)
+                        budget_device="h100", calibration=calibration)
 
 
 def test_mixed_meets_the_budget_and_records_its_choices(mixed):
@@ -134,67 +159,89 @@ def test_mixed_meets_the_budget_and_records_its_choices(mixed):
     assert q["recipe"]["reorder"] is True
 
 
-def test_latency_and_byte_budgets(calibration, tmp_path):
-    art = compile_tiny(tmp_path / "lat", quant="mixed", latency_budget="1s", budget_device="h100",
-                       calibration=calibration)
+def test_latency_and_byte_budgets(mlp, tmp_path):
+    module, x, calibration = mlp
+    art = llmc.compile(module, "reference", example_inputs=(x,), output=tmp_path / "lat", quant="mixed",
+                       latency_budget="1s", budget_device="h100", calibration=calibration)
     m = art.manifest["quantization"]["mixed"]
     assert m["budget"]["kind"] == "latency" and m["device"] == "h100" and m["achieved"] <= 1.0
-    art = compile_tiny(tmp_path / "bytes", quant="mixed", weight_budget="40KiB", calibration=calibration,
-                       sensitivity="proxy")
-    assert art.manifest["quantization"]["bytes"] <= 40 * 1024
+    art = llmc.compile(module, "reference", example_inputs=(x,), output=tmp_path / "bytes", quant="mixed",
+                       weight_budget="20KiB", budget_device="h100", calibration=calibration, sensitivity="proxy")
+    assert art.manifest["quantization"]["bytes"] <= 20 * 1024
 
 
-def test_a_budget_below_the_smallest_recipe_is_refused_before_calibration(tmp_path):
+def test_a_budget_below_the_smallest_recipe_is_refused_before_calibration(mlp, tmp_path):
+    module, x, _ = mlp
     missing = tmp_path / "never-read.npz"  # calibration is read only after the budget check
+
+    def build(**kw):
+        return llmc.compile(module, "reference", example_inputs=(x,), output=tmp_path / "a", budget_device="h100", **kw)
+
     with pytest.raises(InputError, match=r"cannot be met.*needs 2\.5\d* average bits"):
-        compile_tiny(tmp_path / "a", quant="mixed", avg_bits=2.0, calibration=missing)
-    with pytest.raises(InputError, match="needs .* MiB"):
-        compile_tiny(tmp_path / "b", quant="mixed", weight_budget="1KiB", calibration=missing)
+        build(quant="mixed", avg_bits=2.0, calibration=missing)
+    with pytest.raises(InputError, match="needs .* KiB"):
+        build(quant="mixed", weight_budget="1KiB", calibration=missing)
     with pytest.raises(InputError, match="needs a budget"):
-        compile_tiny(tmp_path / "c", quant="mixed", calibration=missing)
+        build(quant="mixed", calibration=missing)
     with pytest.raises(InputError, match="go with --quant mixed"):
-        compile_tiny(tmp_path / "d", quant="w4g128", avg_bits=4.0)
+        build(quant="w4g128", avg_bits=4.0)
 
 
-def test_a_format_the_target_cannot_run_is_refused_naming_layer_and_target(tmp_path):
-    recipe = {"default": "w4g128", "override": {"model.layers.1.mlp.down_proj": "w4g64"}}
-    with pytest.raises(LLMCError, match=r"target cpu cannot run the formats \['w4g64'\] \(layer "
-                                        r"model\.layers\.1\.mlp\.down_proj\)"):
-        compile_tiny(tmp_path / "a", target="cpu", recipe=recipe)
-    with pytest.raises(LLMCError, match="target npu cannot run the formats"):
-        compile_tiny(tmp_path / "b", target="npu", recipe={"default": "w3g128+o0.01"})
+def test_a_format_the_target_cannot_run_is_refused_naming_layer_and_target(mlp, tmp_path):
+    module, x, _ = mlp
+    with pytest.raises(LLMCError, match=r"target cpu cannot run the formats \['w4g64'\] \(layer down\)"):
+        llmc.compile(module, "cpu", example_inputs=(x,), output=tmp_path / "a",
+                     recipe={"default": "w4g128", "override": {"down": "w4g64"}})
+    with pytest.raises(LLMCError, match=r"target npu cannot run the formats \['w3g128'\] \(layer gate and 2 more\)"):
+        llmc.compile(module, "npu", example_inputs=(x,), output=tmp_path / "b", recipe={"default": "w3g128+o0.01"})
 
 
-def test_outliers_on_a_target_without_the_kernel_are_refused(tmp_path, monkeypatch):
+def test_outliers_on_a_target_without_the_kernel_are_refused(mlp, tmp_path, monkeypatch):
     from llmc.codegen.target import get_target
 
     cpu = get_target("cpu")
     monkeypatch.setattr(type(cpu), "supported_ops", lambda self: {"linear"})
+    module, x, _ = mlp
     with pytest.raises(TargetError, match=r"target cpu cannot run outliers \(w3g128\+o0\.01\)"):
-        compile_tiny(tmp_path / "a", target="cpu", quant="w3g128+o0.01")
+        llmc.compile(module, "cpu", example_inputs=(x,), output=tmp_path / "a", quant="w3g128+o0.01")
 
 
-def test_interpreter_and_cpu_match_on_the_mixed_recipe_with_outliers(mixed, calibration, tmp_path, close):
+def test_interpreter_and_cpu_match_on_a_mixed_recipe_with_outliers(mlp, tmp_path, close):
     pytest.importorskip("tvm")
-    recipe = json.loads((mixed.path / "recipe.json").read_text())
-    recipe["override"] = {**recipe["override"], "model.layers.0.mlp.down_proj": "w3g128+o0.02"}
-    arts = {t: compile_tiny(tmp_path / t, target=t, recipe=recipe, quant_method="gptq", calibration=calibration)
-            for t in ("reference", "cpu")}
+    module, x, calibration = mlp
+    recipe = {"default": "w4g128", "reorder": True,
+              "override": {"gate": "w3g128+o0.02", "up": "w2g64+o0.01", "down": "w8"}}
+    arts = {t: llmc.compile(module, t, example_inputs=(x,), output=tmp_path / t, recipe=recipe, quant_method="gptq",
+                            calibration=calibration) for t in ("reference", "cpu")}
     nodes = json.loads((arts["cpu"].path / "graph.json").read_text())["graph"]["nodes"]
-    assert "linear_csr" in {n["op"] for n in nodes}
+    assert sum(n["op"] == "linear_csr" for n in nodes) == 2
     layers = {r["origin"]: r for r in arts["cpu"].manifest["quantization"]["layers"]}
-    assert layers["model.layers.0.mlp.down_proj"]["outliers"] == 0.02
-    close(prefill_logits(arts["cpu"]), prefill_logits(arts["reference"]), rtol=1e-4)
+    assert layers["gate"]["outliers"] == 0.02 and layers["down"]["outliers"] == 0.0
+    feeds = {"x": np.random.default_rng(5).standard_normal(tuple(x.shape)).astype(np.float32)}
+    close(next(iter(arts["cpu"].run(feeds).values())), next(iter(arts["reference"].run(feeds).values())), rtol=1e-4)
 
 
-def test_outliers_improve_w3_and_channel_grouping_keeps_the_function(calibration, tmp_path):
-    plain = compile_tiny(tmp_path / "w3", quant="w3g128", calibration=calibration)
-    kept = compile_tiny(tmp_path / "w3o", quant="w3g128+o0.02", calibration=calibration)
-    errors = [np.mean([r["error"] for r in a.manifest["quantization"]["layers"] if r["origin"] != "model.embed_tokens"])
-              for a in (plain, kept)]
+def test_the_mixed_recipe_is_reused_exactly(mixed, calibration, tmp_path):
+    again = compile_tiny(tmp_path / "again", recipe=str(mixed.path / "recipe.json"), calibration=calibration)
+    first, second = (a.manifest["quantization"] for a in (mixed, again))
+    assert [(r["origin"], r["format"], r["outliers"], r["bytes"]) for r in second["layers"]] == \
+        [(r["origin"], r["format"], r["outliers"], r["bytes"]) for r in first["layers"]]
+    close = np.testing.assert_allclose
+    close(prefill_logits(again), prefill_logits(mixed), rtol=1e-5, atol=1e-6)
+
+
+def test_outliers_improve_w3_and_channel_grouping_keeps_the_function(mlp, tmp_path):
+    module, x, calibration = mlp
+
+    def build(name, **kw):
+        return llmc.compile(module, "reference", example_inputs=(x,), output=tmp_path / name, **kw)
+
+    errors = [np.mean([r["error"] for r in build(n, quant=q, calibration=calibration).manifest["quantization"]["layers"]])
+              for n, q in (("w3", "w3g128"), ("w3o", "w3g128+o0.02"))]
     assert errors[1] < errors[0]
-    floats = compile_tiny(tmp_path / "f", quant="fp16")
-    grouped = compile_tiny(tmp_path / "g", recipe={"default": "fp16", "reorder": True})
+    floats, grouped = build("f", quant="fp16"), build("g", recipe={"default": "fp16", "reorder": True})
     constants = json.loads((grouped.path / "graph.json").read_text())["graph"]["constants"]
-    assert sum(".perm" in c["name"] for c in constants) == 2 * 3  # per block: gate and up rows, down columns
-    np.testing.assert_allclose(prefill_logits(grouped), prefill_logits(floats), rtol=1e-5, atol=1e-6)
+    assert sum(".perm" in c["name"] for c in constants) == 3  # gate and up rows, down columns
+    feeds = {"x": x.numpy()}
+    np.testing.assert_allclose(next(iter(grouped.run(feeds).values())), next(iter(floats.run(feeds).values())),
+                               rtol=1e-5, atol=1e-6)

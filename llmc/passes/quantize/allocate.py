@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from llmc.codegen.report import nbytes
 from llmc.errors import InputError, PassError
 from llmc.passes.quantize.formats import Format, Recipe
 from llmc.passes.quantize.sensitivity import Choice, Row
@@ -79,7 +80,7 @@ class Budget:
         if self.kind == "avg_bits":
             return f"{self.value:g} average bits"
         if self.kind == "bytes":
-            return f"{self.value / 2**20:.2f} MiB of weights"
+            return f"{nbytes(self.value)} of weights"
         return f"{self.value * 1e3:.3f} ms per decode step on {self.device}"
 
     def spend(self, rows: list[Row], choice: dict[str, Choice]) -> float:
@@ -212,7 +213,7 @@ def _unit(value: float, budget: Budget) -> str:
     if budget.kind == "avg_bits":
         return f"{value:.3f} average bits"
     if budget.kind == "bytes":
-        return f"{value / 2**20:.2f} MiB"
+        return nbytes(value)
     return f"{value * 1e3:.3f} ms"
 
 
