@@ -120,7 +120,7 @@ def smollm2(args, results, save) -> None:
     out = results.setdefault("smollm2", {"metric": f"perplexity, offline eval corpus, window {args.window} stride "
                                                    f"{args.stride}, at most {args.max_tokens} tokens; calibration builtin "
                                                    f"{args.samples} x {args.length} tokens"})
-    todo = [("float", None, {}, {})] + variants(rows, args.bits)
+    todo = [v for v in [("float", None, {}, {})] + variants(rows, args.bits) if _wanted(v[0], args)]
     with tempfile.TemporaryDirectory(prefix="llmc-mq-") as tmp:
         for label, bits, options, facts in todo:
             if label in out:
@@ -162,7 +162,8 @@ def minilm(args, results, save) -> None:
         graph, tgt = prepared_graph(load_model(str(minilm_folder()), input_shapes=shapes), args.target)
         rows = sensitivities(graph, tgt, load_calibration(graph, f"{tmp}/calib.npz"))
         reference = None
-        for label, bits, options, facts in [("float", None, {}, {})] + variants(rows, args.bits):
+        for label, bits, options, facts in [v for v in [("float", None, {}, {})] + variants(rows, args.bits)
+                                             if _wanted(v[0], args)]:
             if options:
                 options = {**options, "calibration": f"{tmp}/calib.npz"}
             art = llmc.compile(str(minilm_folder()), args.target, output=f"{tmp}/{len(out)}", input_shapes=shapes,
@@ -176,6 +177,10 @@ def minilm(args, results, save) -> None:
                           **_size(art)}
             save()
             log(f"minilm {label}: cosine {out[label]['mean_cosine']:.5f} at {out[label]['avg_bits']:.3f} bits")
+
+
+def _wanted(label: str, args) -> bool:
+    return not args.only or any(label.startswith(prefix) for prefix in args.only.split(","))
 
 
 def _size(art) -> dict:
@@ -229,6 +234,7 @@ def main() -> None:
     p.add_argument("--stride", type=int, default=256)
     p.add_argument("--samples", type=int, default=8, help="calibration samples (of --length tokens)")
     p.add_argument("--length", type=int, default=256)
+    p.add_argument("--only", default="", help="evaluate only labels starting with these (comma-separated)")
     p.add_argument("--out", type=Path, default=RESULT)
     args = p.parse_args()
     args.bits = [float(b) for b in args.bits.split(",")]

@@ -33,7 +33,7 @@ from llmc.codegen.devices import Device
 from llmc.errors import LLMCError
 from llmc.ir.dtypes import DType
 from llmc.ir.graph import Graph, Node
-from llmc.ir.packing import quantize as rtn
+from llmc.ir.packing import Grid, decode, encode, fit
 from llmc.passes.quantize.calibration import Calibration, stream
 from llmc.passes.quantize.formats import NAMED, WEIGHT_SLOT, Format, aliases, quantizable
 from llmc.passes.quantize.outliers import csr_bytes, split, takes_outliers
@@ -181,5 +181,21 @@ def _approximate(w: np.ndarray, fmt: Format, h_diag: np.ndarray | None) -> np.nd
     if fmt.grid is None:
         return w.astype(np.float16).astype(np.float32)
     if fmt.outliers:
-        return split(w, fmt.grid, fmt.outliers, h_diag, lambda dense: rtn(dense, fmt.grid)).dequantize()
-    return rtn(w, fmt.grid).dequantize()
+        return split(w, fmt.grid, fmt.outliers, h_diag, lambda dense: _Rounded(dense, fmt.grid)).dequantize()
+    return _Rounded(w, fmt.grid).dequantize()
+
+
+class _Rounded:
+    """RTN's values of ``w`` on ``grid``, group by group, exactly as ``packing.quantize`` stores them but
+    without packing the codes into words (only the values are measured here)."""
+
+    def __init__(self, w: np.ndarray, grid: Grid):
+        self.values = np.empty(w.shape, np.float32)
+        size = grid.group_size(w.shape[1])
+        for start in range(0, w.shape[1], size):
+            block = w[:, start:start + size].astype(np.float32)
+            scale, minimum = fit(block, grid)
+            self.values[:, start:start + size] = decode(encode(block, scale, minimum, grid), scale, minimum, grid)
+
+    def dequantize(self) -> np.ndarray:
+        return self.values.copy()
