@@ -98,7 +98,7 @@ def quantize(graph: Graph, recipe: Recipe, calibration: Calibration | None = Non
         x = args[0] if node.op == "linear" else None
         if x is not None and fmt.act8:
             act_absmax[value.name] = float(np.abs(x).max())
-        result, record = _round(value, fmt, recipe.method, x, node)
+        result, record = _round(value, fmt, recipe.method, x, node, args[slot])
         packed[value.name], records[value.name] = result, record
         args = list(args)
         args[slot] = result.astype(np.float32) if isinstance(result, np.ndarray) else result.dequantize()
@@ -136,9 +136,11 @@ def _weights(graph: Graph, chosen: dict[str, Format]) -> dict[str, tuple[Format,
     return out
 
 
-def _round(value: Value, fmt: Format, method: str, x: np.ndarray | None, node: Node):
-    """Round one weight; returns the packed result (or float16 array) and its record."""
-    w = np.asarray(value.const.numpy(), np.float32)
+def _round(value: Value, fmt: Format, method: str, x: np.ndarray | None, node: Node,
+           w: np.ndarray | None = None):
+    """Round one weight (``w``: its array as calibration already read it, so not read twice);
+    returns the packed result (or float16 array) and its record."""
+    w = np.asarray(value.const.numpy() if w is None else w, np.float32)
     float_bytes = w.size * 4
     origin = node.meta.origin or node.name
     if fmt.grid is None:
