@@ -144,10 +144,11 @@ def tinyllama_folder(root: Path) -> Path:
     return folder
 
 
-def measure(name: str, root: Path, repeats: int) -> list[dict]:
+def measure(name: str, root: Path, repeats: int, only: list[str] | None = None) -> list[dict]:
     import llmc
 
     model, max_seq_len, budgets, prompt, new = MODELS[name]
+    budgets = [b for b in budgets if not only or b in only]
     source = str(tinyllama_folder(root)) if model == "tinyllama" else model
     rows = []
     for budget in budgets:
@@ -218,6 +219,7 @@ def main() -> None:
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated: {', '.join(MODELS)}")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--budgets", help="comma-separated: only these of each model's budgets (e.g. 256MiB)")
     p.add_argument("--keep", type=Path, help="keep (and reuse) models and artifacts in this folder")
     p.add_argument("--output", type=Path, default=RESULT, help="results file (updated: other entries are kept)")
     p.add_argument("--pipeline", action="store_true", help="also SmolLM2 in 1, 2 and 3 stage processes")
@@ -236,7 +238,7 @@ def main() -> None:
                    "versions": {"python": platform.python_version(), "llmc": version("llmc")},
                    "modes": MODE_NOTES})
     for name in filter(None, args.models.split(",")):
-        rows = measure(name, root, args.repeats if name == "smollm2" else 1)
+        rows = measure(name, root, args.repeats if name == "smollm2" else 1, args.budgets.split(",") if args.budgets else None)
         keys = {(r["model"], r["budget"]) for r in rows}
         result["results"] = [r for r in result["results"] if (r["model"], r["budget"]) not in keys] + rows
     if args.pipeline:
