@@ -170,13 +170,22 @@ def unpack(words: np.ndarray, bits: int, k: int) -> np.ndarray:
 
 
 def dequantize(words, scale, minimum, grid: Grid, k: int) -> np.ndarray:
-    """The float32 matrix [N, k] that packed tensors stand for (what every kernel computes)."""
-    codes = unpack(np.asarray(words), grid.bits, k).astype(np.float32)
+    """The float32 matrix [N, k] that packed tensors stand for (what every kernel computes), made a
+    block of rows at a time: whole, the codes, scales and products took four float32 copies of it."""
+    words, scale = np.asarray(words), np.asarray(scale, np.float32)
+    minimum = None if minimum is None else np.asarray(minimum, np.float32)
     g = grid.group_size(k)
-    s = np.repeat(np.asarray(scale, np.float32), g, axis=1)[:, :k]
-    if grid.sym:
-        return (codes - grid.levels // 2) * s
-    return codes * s + np.repeat(np.asarray(minimum, np.float32), g, axis=1)[:, :k]
+    out = np.empty((words.shape[0], k), np.float32)
+    step = _block_rows(k)
+    for start in range(0, len(out), step):
+        rows = slice(start, start + step)
+        codes = unpack(words[rows], grid.bits, k).astype(np.float32)
+        s = np.repeat(scale[rows], g, axis=1)[:, :k]
+        if grid.sym:
+            out[rows] = (codes - grid.levels // 2) * s
+        else:
+            out[rows] = codes * s + np.repeat(minimum[rows], g, axis=1)[:, :k]
+    return out
 
 
 def from_codes(codes: np.ndarray, scale: np.ndarray, minimum: np.ndarray | None, grid: Grid) -> Packed:
