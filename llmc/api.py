@@ -231,7 +231,8 @@ def compile(
 
             schedule = ScheduleRequest.make(lm, tgt.name, target_options, memory_budget=memory_budget, stages=stages,
                                             prefill_chunk=prefill_chunk, folder=out.parent)
-            schedule.check(graph)
+            if quant is None and recipe is None:  # quantized weights are checked once their sizes are known
+                schedule.check(graph)
         require_weights(graph)
         step(f"optimizing ({level}: {', '.join(pipeline) or 'no passes'})")
         from llmc.passes import run_pipeline

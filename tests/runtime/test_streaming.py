@@ -124,3 +124,11 @@ def test_streamed_buffers_are_reused(artifact, monkeypatch):
     steps(runner, spec, n=4)
     runner.close()
     assert made.count(-1) == 0  # no new anonymous buffer: every read went into a kept one
+
+
+def test_quantized_weights_stream_too(model, tmp_path):
+    """A budget only the quantized model fits: checked once the w8 sizes are known."""
+    art = llmc.compile(model, "reference", output=tmp_path / "q", generation=True, max_seq_len=SEQ, quant="w8",
+                       memory_budget="150KiB")
+    assert isinstance(art.generator().runner, StreamingRunner)
+    assert art.generate(PROMPT, max_new_tokens=6).ids == art.generate(PROMPT, max_new_tokens=6, reference=True).ids

@@ -62,7 +62,9 @@ class ScheduleRequest:
                   prefill_chunk=self.prefill_chunk, storage=self.storage).check()
 
     def apply(self, graph: Graph):
-        """``(graph, pass record, section writer)``."""
+        """``(graph, pass record, section writer)``; the pre-flight check runs again on the optimized
+        (perhaps quantized) graph first."""
+        self.check(graph)
         if self.stages:
             from llmc.passes.schedule.stages import schedule_stages
 
