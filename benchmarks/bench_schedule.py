@@ -41,7 +41,7 @@ RESULT = Path(__file__).parent / "results" / "bench_schedule.json"
 MODELS = {
     # name: (model, max_seq_len, budgets, prompt tokens, new tokens)
     "smollm2": ("smollm2-135m", 256, ["160MiB", "256MiB"], 16, 16),
-    "tinyllama-1.1b": ("tinyllama", 256, ["1GiB"], 8, 4),
+    "tinyllama-1.1b": ("tinyllama", 256, ["1GiB", "2GiB"], 8, 4),
 }
 MODE_NOTES = {
     "mmap-warm": "pipeline baseline: one process, whole weights file memory-mapped, page cache warm",
