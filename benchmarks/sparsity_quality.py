@@ -4,11 +4,13 @@ For each configuration (float, then 50% unstructured and 2:4 with magnitude, Wan
 the model is compiled for the cpu target with ``--sparsity-for size`` (every block linear pruned
 and stored compressed; where the sparse kernel does not pay it is expanded at load time), scored
 on the offline evaluation corpus (``llmc.runtime.perplexity``, calibrated on its disjoint split),
-and timed decoding greedily. The manifest's per-layer decisions, with the measured dense and
-sparse kernel times at decode (1 row) and prefill (the chunk), are kept. Kernel times come from a
-2-core machine shared with other jobs: medians of 5 repeats, still noisy.
+and its decode step timed; each pruned layer's density and output error are kept. ``--decisions``
+compiles each configuration for speed instead and keeps the pass's decision per weight shape with
+the measured dense and sparse kernel times at decode (1 row) and prefill (the chunk). Kernel times
+on a 2-core machine shared with other jobs are noisy even as medians of 15 calls.
 
     python benchmarks/sparsity_quality.py          # benchmarks/results/sparsity_quality.json + .png
+    python benchmarks/sparsity_quality.py --decisions --configs float,magnitude:2:4,magnitude:unstructured
 """
 
 from __future__ import annotations
@@ -56,8 +58,7 @@ def run(config: str, args) -> dict:
     if section is not None:
         out["weight_bytes"], out["float_bytes"] = section["bytes"], section["float_bytes"]
         out["applied"], out["stored_sparse"] = section["applied"], section["stored_sparse"]
-        out["layers"] = [{k: r[k] for k in ("origin", "shape", "storage", "density", "error", "applied", "kernel",
-                                            "reason", "predicted", "measured")} for r in section["layers"]]
+        out["layers"] = [{k: r[k] for k in ("origin", "density", "error")} for r in section["layers"]]
     return out
 
 
