@@ -133,9 +133,10 @@ class Packed:
         """``||W - Q|| / ||W||`` (Frobenius) against the float matrix ``w``, a block of rows at a time:
         dequantizing a 32000 x 2048 embedding whole took five float32 copies of it (1.3 GB)."""
         num = den = 0.0
-        for start in range(0, self.shape[0], _block_rows(self.k)):
-            part = np.asarray(w[start:start + _block_rows(self.k)], np.float32)
-            num += float(np.sum(np.square(self.rows(start, start + len(part)).dequantize() - part)))
+        step = _block_rows(self.k)
+        for start in range(0, self.shape[0], step):
+            part = np.asarray(w[start:start + step], np.float32)
+            num += float(np.sum(np.square(self.rows(start, start + step).dequantize() - part)))
             den += float(np.sum(np.square(part)))
         return float(np.sqrt(num) / max(np.sqrt(den), 1e-30))
 
