@@ -157,6 +157,7 @@ def test_mixed_meets_the_budget_and_records_its_choices(mixed):
     assert q["mixed"]["total_error"] <= q["mixed"]["greedy_baseline"]["total_error"] + 1e-12
     assert json.loads((mixed.path / "recipe.json").read_text()) == q["recipe"]
     assert q["recipe"]["reorder"] is True
+    assert q["mixed"]["measure"] == "end-to-end" and all(r["gain"] > 0 for r in q["mixed"]["table"])
 
 
 def test_a_latency_budget_with_the_proxy_sensitivity(mlp, tmp_path):

@@ -133,7 +133,7 @@ def _check(graph: Graph, arrays: dict, source: str, vocab: int | None) -> None:
     if missing:
         raise InputError(f"calibration data {source} lacks inputs {missing}",
                          hint=f"the model's inputs are {sorted(names)}")
-    _bind(graph, arrays)
+    bind_sizes(graph, arrays)
     ids = arrays.get("input_ids")
     if vocab is not None and ids is not None and ids.size and (ids.min() < 0 or ids.max() >= vocab):
         bad = int(ids.max() if ids.max() >= vocab else ids.min())
@@ -159,14 +159,14 @@ def stream(graph: Graph, calibration: Calibration, hooked: Iterable[Node], hook:
     for v in graph.inputs:
         if v.name in calibration.inputs:
             values[id(v)] = calibration.inputs[v.name]
-    env = _bind(graph, calibration.inputs)
+    env = bind_sizes(graph, calibration.inputs)
     order = [n for n in graph.nodes if id(n) in needed or id(n) in hooked]
     last = {}
     for i, node in enumerate(order):
         for v in node.inputs:
             last[id(v)] = i
     for i, node in enumerate(order):
-        args = [_read(v, values, env) for v in node.inputs]
+        args = [read_value(v, values, env) for v in node.inputs]
         if id(node) in hooked:
             args = hook(node, args) or args
         if id(node) in needed:
@@ -183,7 +183,7 @@ def stream(graph: Graph, calibration: Calibration, hooked: Iterable[Node], hook:
             progress(i + 1, len(order))
 
 
-def _bind(graph: Graph, arrays: dict[str, np.ndarray]) -> dict[str, int]:
+def bind_sizes(graph: Graph, arrays: dict[str, np.ndarray]) -> dict[str, int]:
     """Check the given arrays against their inputs' types (the caches are made later); the symbols' sizes."""
     sub = Graph(graph.name)
     given = [v for v in graph.inputs if v.name in arrays]
@@ -192,7 +192,7 @@ def _bind(graph: Graph, arrays: dict[str, np.ndarray]) -> dict[str, int]:
     return interpreter.bind_inputs(sub, [arrays[v.name] for v in given])
 
 
-def _read(v, values, env) -> np.ndarray:
+def read_value(v, values, env) -> np.ndarray:
     if id(v) in values:
         return values[id(v)]
     if v.const is not None:

@@ -38,7 +38,7 @@ from llmc.passes.quantize.calibration import Calibration, stream
 from llmc.passes.quantize.formats import NAMED, WEIGHT_SLOT, Format, aliases, quantizable
 from llmc.passes.quantize.outliers import csr_bytes, split, takes_outliers
 
-MEASURES = ("output", "proxy")
+MEASURES = ("end-to-end", "output", "proxy")
 
 
 @dataclass
@@ -62,6 +62,7 @@ class Row:
     shape: tuple[int, int]
     group: str
     choices: list[Choice] = field(default_factory=list)
+    gain: float | None = None  # end-to-end: output error per unit of local error (``endtoend``)
 
     @property
     def params(self) -> int:
@@ -69,7 +70,7 @@ class Row:
 
     def to_json(self) -> dict:
         return {"weight": self.weight, "key": self.key, "layer": self.layer, "shape": list(self.shape),
-                "group": self.group, "candidates": {c.format.label: {"bytes": c.bytes, "time_s": c.time_s,
+                "group": self.group, "gain": self.gain, "candidates": {c.format.label: {"bytes": c.bytes, "time_s": c.time_s,
                                                                      "error": c.error} for c in self.choices}}
 
 
@@ -134,15 +135,17 @@ def table(graph: Graph, formats: list[Format], device: Device) -> list[Row]:
     return list(rows.values())
 
 
-def measure(graph: Graph, calibration: Calibration, rows: list[Row], *, how: str = "output",
+def measure(graph: Graph, calibration: Calibration, rows: list[Row], *, how: str = "end-to-end",
             progress: Callable[[str], None] | None = None) -> None:
-    """Fill in every candidate's error (see the module docstring), streaming ``calibration`` once."""
+    """Fill in every candidate's error (see the module docstring), streaming ``calibration`` once;
+    ``end-to-end`` then scales each weight's ``output`` errors by its gain (``endtoend``)."""
     if how not in MEASURES:
         raise LLMCError(f"unknown sensitivity measure {how!r}", hint=f"use one of {', '.join(MEASURES)}")
     by_weight = {row.weight: row for row in rows}
     hooked = [node for node in graph.nodes if node.op == "linear" and node.inputs[1].name in by_weight]
     done: set[str] = set()
     step = progress or (lambda line: None)
+    local = "output" if how == "end-to-end" else how
 
     def hook(node: Node, args: list[np.ndarray]) -> None:
         row = by_weight[node.inputs[1].name]
@@ -150,13 +153,17 @@ def measure(graph: Graph, calibration: Calibration, rows: list[Row], *, how: str
             return
         done.add(row.weight)
         x = np.asarray(args[0], np.float64).reshape(-1, args[0].shape[-1])
-        _errors(row, np.asarray(args[1], np.float32), x, how)
+        _errors(row, np.asarray(args[1], np.float32), x, local)
         step(f"sensitivity of {row.origin}: " + ", ".join(f"{c.format.label} {c.error:.1e}" for c in row.choices))
 
     stream(graph, calibration, hooked, hook)
     for row in rows:
         if row.weight not in done:  # no linear reads it (a lookup table): weight error
-            _errors(row, np.asarray(graph.constants[row.weight].const.numpy(), np.float32), None, how)
+            _errors(row, np.asarray(graph.constants[row.weight].const.numpy(), np.float32), None, local)
+    if how == "end-to-end":
+        from llmc.passes.quantize.endtoend import gains, weigh
+
+        weigh(rows, gains(graph, calibration, rows, progress=progress))
 
 
 def _errors(row: Row, w: np.ndarray, x: np.ndarray | None, how: str) -> None:
@@ -166,7 +173,7 @@ def _errors(row: Row, w: np.ndarray, x: np.ndarray | None, how: str) -> None:
     hessian = None if x is None else (x.T @ x) / max(len(x), 1)
     h_diag = None if hessian is None else np.diag(hessian).copy()
     for choice in row.choices:
-        approx = _approximate(w, choice.format, h_diag)
+        approx = approximate(w, choice.format, h_diag)
         if hessian is None:
             choice.error = float(np.sum((approx - w) ** 2) / max(float(np.sum(w.astype(np.float64) ** 2)), 1e-30))
         elif how == "output":
@@ -176,7 +183,7 @@ def _errors(row: Row, w: np.ndarray, x: np.ndarray | None, how: str) -> None:
             choice.error = float(col @ h_diag / max(float(np.sum(w.astype(np.float64) ** 2, axis=0) @ h_diag), 1e-30))
 
 
-def _approximate(w: np.ndarray, fmt: Format, h_diag: np.ndarray | None) -> np.ndarray:
+def approximate(w: np.ndarray, fmt: Format, h_diag: np.ndarray | None) -> np.ndarray:
     """The float32 matrix ``w`` becomes in ``fmt`` (RTN, outliers split off)."""
     if fmt.grid is None:
         return w.astype(np.float16).astype(np.float32)

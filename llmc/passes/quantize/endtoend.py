@@ -1,0 +1,185 @@
+"""End-to-end weighting of the sensitivities: what a weight's local error does to the model's output.
+
+``sensitivity.measure`` gives each candidate its relative output error at its own layer. Summed
+over layers as they are, those numbers treat a 1% error in a value projection like a 1% error in
+the output projection that writes the logits, and an allocation that minimizes their sum spends
+bits where they buy little (on SmolLM2 it put the tied embedding / output table at 2 bits and
+lost to uniform W3). The allocation needs every error in one currency, the model output's.
+
+``gains`` measures, for each weight, how its local error reaches the output: the weight alone is
+quantized to a probe format (the lowest-bit plain candidate of at least 3 bits, RTN), the model
+runs on a calibration sample, and its output is compared with the float model's:
+
+- a generation step graph: the KL divergence of the next-token distributions, float to perturbed,
+  averaged over every position (the last-position slice before the output projection is bypassed,
+  so every token of the sample is scored);
+- any other graph: the relative squared error of its float outputs, ``||dy||^2 / ||y||^2``.
+
+The weight's gain is that output error over its local error at the probe format, and
+``weigh`` makes every candidate's sensitivity ``gain x local error``: the local measure keeps
+ranking the formats of one weight, the gain puts the weights on one scale. This assumes, as
+HAWQ-style analyses do, that a weight's effect on the output grows in proportion to its local
+squared error and that the weights' effects add.
+
+Cost: one float run, and for each weight one run of the graph from the weight's first reader on
+(the values live at that point are the float run's), so weights of late layers cost little. The
+sample is the first calibration rows, up to ``tokens`` tokens (default 256).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from llmc.errors import LLMCError
+from llmc.ir.graph import Graph, Node
+from llmc.ir.ops.registry import substitute
+from llmc.passes.quantize.calibration import Calibration, bind_sizes, read_value
+from llmc.passes.quantize.formats import Format
+from llmc.passes.quantize.sensitivity import Row, approximate
+
+DEFAULT_TOKENS = 256
+_TINY = 1e-30
+
+
+def probe_format(rows: list[Row]) -> Format:
+    """The candidate every weight is perturbed with: the lowest-bit plain grid format of >= 3 bits."""
+    plain = [c.format for c in rows[0].choices if c.format.grid is not None and not c.format.outliers]
+    if not plain:
+        raise LLMCError("end-to-end sensitivity needs a low-bit candidate format", hint="use --sensitivity output")
+    at_least_3 = [f for f in plain if f.bits >= 3]
+    return min(at_least_3 or plain, key=lambda f: (f.bits, -f.grid.group_size(1 << 20)))
+
+
+def gains(graph: Graph, calibration: Calibration, rows: list[Row], *, tokens: int = DEFAULT_TOKENS,
+          progress: Callable[[str], None] | None = None) -> dict[str, float]:
+    """Each row's gain: output error over local error with only its weight in the probe format."""
+    fmt = probe_format(rows)
+    run = _Runner(graph, _sample(calibration, tokens))
+    starts: dict[int, list[Row]] = {}
+    for row in rows:
+        starts.setdefault(run.first_reader(row.weight), []).append(row)
+    out: dict[str, float] = {}
+
+    def perturb(i: int, values: dict) -> None:
+        for row in starts.get(i, []):
+            local = next(c.error for c in row.choices if c.format == fmt)
+            weight = np.asarray(graph.constants[row.weight].const.numpy(), np.float32)
+            output = run.compare(run.tail(i, dict(values), {row.weight: approximate(weight, fmt, None)}))
+            out[row.weight] = output / max(local, _TINY)
+            if progress is not None:
+                progress(f"end-to-end gain of {row.origin}: {out[row.weight]:.2e} "
+                         f"({run.metric} {output:.2e} at {fmt.label})")
+
+    run.reference(perturb)
+    return out
+
+
+def weigh(rows: list[Row], gain: dict[str, float]) -> None:
+    """Turn every candidate's local error into an output error: ``gain x local`` (``Row.gain`` keeps it)."""
+    for row in rows:
+        row.gain = gain[row.weight]
+        for choice in row.choices:
+            choice.error = row.gain * choice.error
+
+
+def _sample(calibration: Calibration, tokens: int) -> dict[str, np.ndarray]:
+    """The first calibration rows holding at most ``tokens`` tokens (axis 1 of the first input; at least one row)."""
+    first = next(iter(calibration.inputs.values()))
+    per_row = int(first.shape[1]) if first.ndim > 1 else 1
+    keep = max(1, tokens // max(per_row, 1))
+    return {k: v[:keep] for k, v in calibration.inputs.items()}
+
+
+class _Runner:
+    """The graph's nodes that its compared outputs need, run with the reference ops; values freed after use."""
+
+    def __init__(self, graph: Graph, inputs: dict[str, np.ndarray]):
+        from llmc.frontend.decoder import LOGITS, is_step_graph
+
+        self.graph, self.inputs = graph, inputs
+        self.env = bind_sizes(graph, inputs)
+        step = is_step_graph(graph)
+        self.outputs = ([v for v in graph.outputs if v.name == LOGITS] if step else
+                        [v for v in graph.outputs if v.type.dtype.is_float])
+        self.metric = "KL" if step else "relative error"
+        self.bypass = self._last_position_slice() if step else set()
+        needed = _ancestors(self.outputs)
+        self.order = [n for n in graph.nodes if id(n) in needed]
+        self.last = {id(v): i for i, n in enumerate(self.order) for v in n.inputs}
+        for v in self.outputs:
+            self.last[id(v)] = len(self.order)
+        self.float_out: list[np.ndarray] | None = None
+
+    def _last_position_slice(self) -> set[int]:
+        """The slice to the last position between the final norm and the output projection, if any."""
+        head = self.outputs[0].producer
+        feed = head.inputs[0].producer if head is not None else None
+        return {id(feed)} if feed is not None and feed.op == "slice" else set()
+
+    def first_reader(self, const: str) -> int:
+        for i, node in enumerate(self.order):
+            if any(v.name == const for v in node.inputs):
+                return i
+        raise LLMCError(f"no node computing the compared outputs reads {const}")
+
+    def reference(self, before: Callable[[int, dict], None]) -> None:
+        """The float run, calling ``before(i, values)`` with the live values ahead of node ``i``
+        (the float outputs are computed first, in a run of their own, for ``compare``)."""
+        self.float_out = self.tail(0, self._inputs(), {})
+        values = self._inputs()
+        for i in range(len(self.order)):
+            before(i, values)
+            self._step(i, values, {})
+
+    def _inputs(self) -> dict:
+        return {id(v): self.inputs[v.name] for v in self.graph.inputs if v.name in self.inputs}
+
+    def tail(self, start: int, values: dict, replace: dict[str, np.ndarray]) -> list[np.ndarray]:
+        for i in range(start, len(self.order)):
+            self._step(i, values, replace)
+        return [values[id(v)] for v in self.outputs]
+
+    def _step(self, i: int, values: dict, replace: dict[str, np.ndarray]) -> None:
+        node: Node = self.order[i]
+        args = [replace[v.name] if v.name in replace else read_value(v, values, self.env) for v in node.inputs]
+        if id(node) in self.bypass:
+            outs = [args[0]]
+        else:
+            try:
+                outs = node.opdef.run(args, substitute(node.attrs, self.env))
+            except (ValueError, IndexError, TypeError, FloatingPointError) as e:
+                raise LLMCError(f"end-to-end sensitivity failed: {e}", where=node.where) from e
+        for v, out in zip(node.outputs, outs):
+            values[id(v)] = np.asarray(out, dtype=v.type.dtype.np)
+        for v in node.inputs:
+            if self.last.get(id(v)) == i:
+                values.pop(id(v), None)
+
+    def compare(self, outs: list[np.ndarray]) -> float:
+        """The output error of ``outs`` against the float run's (KL or relative squared error)."""
+        if self.metric == "KL":
+            ref = self.float_out[0].astype(np.float64).reshape(-1, self.float_out[0].shape[-1])
+            new = outs[0].astype(np.float64).reshape(ref.shape)
+            log_p, log_q = _log_softmax(ref), _log_softmax(new)
+            return float(np.mean(np.sum(np.exp(log_p) * (log_p - log_q), axis=-1)))
+        num = sum(float(np.sum((o.astype(np.float64) - r) ** 2)) for o, r in zip(outs, self.float_out))
+        den = sum(float(np.sum(r.astype(np.float64) ** 2)) for r in self.float_out)
+        return num / max(den, _TINY)
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.sum(np.exp(x), axis=-1, keepdims=True))
+
+
+def _ancestors(outputs) -> set[int]:
+    needed: set[int] = set()
+    stack = [v.producer for v in outputs if v.producer is not None]
+    while stack:
+        node = stack.pop()
+        if id(node) not in needed:
+            needed.add(id(node))
+            stack.extend(v.producer for v in node.inputs if v.producer is not None)
+    return needed
