@@ -38,6 +38,10 @@ class LowerOptions:
                  (cuda ``--dtype float16``); None keeps the graph's dtypes.
     pack_weights: lay constant ``linear`` weights out as panels of this many output features
                  ([out/p, in, p], transformed once at load time); 0 keeps torch's [out, in].
+    pack_step:   a float weight whose output features are not a multiple of ``pack_weights`` takes
+                 the widest panel of a multiple of this many features that divides them (whole
+                 vectors), so the product has no zero-padded panel to drop afterwards (a slice,
+                 one more kernel); 0 always takes ``pack_weights``.
     fast_math:   float32 exp, erf, tanh and softmax use TVM's vectorizable approximations
                  (``topi.fast_*``, relative error below 5e-6) instead of scalar libm calls;
                  gelu is written with erf/tanh so it gets them too.
@@ -45,6 +49,7 @@ class LowerOptions:
 
     float_dtype: DType | None = None
     pack_weights: int = 0
+    pack_step: int = 0
     fast_math: bool = False
 
     def dtype(self, dtype: DType) -> DType:
@@ -65,7 +70,8 @@ class LowerContext:
         self.symbols = symbols
         self.consts: dict[str, relax.Expr] = {}  # weights-file key -> parameter or inlined constant
         self.tags: dict[int, str] = {}            # id(node) -> binding-name prefix
-        self.fused: dict[int, tuple] = {}         # id(fused node) -> (Relax function, weight keys)
+        self.fused: dict[int, tuple] = {}         # id(fused node) -> (Relax function, weight keys, cache write)
+        self.written: set[int] = set()            # ids of kv_update nodes a fused node's kernel does
         self.lookup: Callable[[object], relax.Expr] | None = None  # IR value -> Relax value (set while emitting)
         self.body_weights = None  # inside a fused body: its weights, whose layouts the caller computes
         self.name_prefix = ""     # binding names are unique module-wide: "e1" for a second entry, "b" in bodies
@@ -83,7 +89,7 @@ class LowerContext:
     def derive(self, bb: relax.BlockBuilder | None = None, **option_changes) -> LowerContext:
         """A context on the same tables (and builder, unless ``bb``), with some lowering options changed."""
         other = LowerContext(bb or self.bb, dataclasses.replace(self.options, **option_changes), self.symbols)
-        other.consts, other.tags, other.fused = dict(self.consts), self.tags, self.fused
+        other.consts, other.tags, other.fused, other.written = dict(self.consts), self.tags, self.fused, self.written
         other.name_prefix = self.name_prefix
         return other
 
@@ -118,10 +124,17 @@ class LowerContext:
             self.body_weights.emitted(expr, layout, var)
         return var
 
-    def panels(self, weight: relax.Expr, *, transposed: bool = False) -> relax.Expr:
-        """A weight as panels of ``pack_weights`` output features, zero-padded: [N, X] (words, scales
-        and minimums too) -> [N/P, X, P]; [K, N] with ``transposed`` -> [N/P, K, P]; a bias [N] -> [N/P, P]."""
-        p = self.options.pack_weights
+    def panel_width(self, features: int) -> int:
+        """Output features per panel of a float weight with ``features`` of them (``LowerOptions.pack_step``)."""
+        p, step = self.options.pack_weights, self.options.pack_step
+        if not step or features % p == 0:
+            return p
+        return next((w for w in range(p - step, 0, -step) if features % w == 0), p)
+
+    def panels(self, weight: relax.Expr, *, transposed: bool = False, width: int = 0) -> relax.Expr:
+        """A weight as panels of ``width`` (default ``pack_weights``) output features, zero-padded: [N, X]
+        (words, scales and minimums too) -> [N/P, X, P]; [K, N] with ``transposed`` -> [N/P, K, P]; a bias [N] -> [N/P, P]."""
+        p = width or self.options.pack_weights
         if weight.ty.ndim == 1:
             return self.weight_layout(weight, lambda j: (j // p, j % p), layout=f"panels:{p}")
         if transposed:

@@ -17,11 +17,14 @@ import sympy
 from tvm import ir, relax, tirx
 
 from llmc.codegen.tvm.context import LowerContext, LowerOptions, node_tag
+from llmc.codegen.tvm.ops_transformer import write_rows
 from llmc.codegen.tvm.registry import lowering
 from llmc.errors import TargetError, UnsupportedOpError
 from llmc.ir import shapes as S
-from llmc.ir.graph import Graph, Value
+from llmc.ir.graph import Graph, Node, Value
 from llmc.ir.types import TensorType
+from llmc.passes.edit import is_output
+from llmc.passes.fusion.legality import REDUCING_KINDS
 
 FUSED_PREFIX = "llmc_fused_"  # the kernel of a fused IR node: llmc_fused_<node tag>
 
@@ -134,6 +137,7 @@ def _build_fused_bodies(ctx: LowerContext, graph: Graph, prefix: str, tag: str |
     then again to build the function. ``ctx.fused`` maps the node to the function and its weight
     arguments, for the ``fused`` lowering to call.
     """
+    writes = cache_writes(graph)
     for node in graph.nodes:
         if node.op != "fused":
             continue
@@ -141,27 +145,74 @@ def _build_fused_bodies(ctx: LowerContext, graph: Graph, prefix: str, tag: str |
         body, body_prefix = node.attrs["body"], f"{prefix}{node.name}/"
         _build_fused_bodies(ctx, body, body_prefix, fused_tag, entry)
         keys = [k for k in body_constants(body, body_prefix) if isinstance(ctx.consts[k], relax.Var)]
+        write = CacheWrite.of(ctx, body, writes[id(node)]) if id(node) in writes else None
         probe = BodyWeights(ctx, keys)
         scratch = ctx.derive(bb=relax.BlockBuilder())
-        gvar = _emit_body(scratch, probe, body, body_prefix, fused_tag, "probe")
+        gvar = _emit_body(scratch, probe, body, body_prefix, fused_tag, "probe", write)
         final = BodyWeights(ctx, keys, probe.layouts, probe.stored_reads(scratch.bb.get()[gvar]))
-        gvar = _emit_body(ctx, final, body, body_prefix, fused_tag, f"{FUSED_PREFIX}{entry}{fused_tag}")
-        ctx.fused[id(node)] = (gvar, final.arguments())
+        gvar = _emit_body(ctx, final, body, body_prefix, fused_tag, f"{FUSED_PREFIX}{entry}{fused_tag}", write)
+        ctx.fused[id(node)] = (gvar, final.arguments(), write)
+        if write is not None:
+            ctx.written.add(id(write.node))
 
 
-def _emit_body(ctx: LowerContext, weights: BodyWeights, body: Graph, prefix: str, tag: str, name: str):
-    """``body`` as a private ``Primitive`` function of ``ctx``'s builder; returns its global var."""
+def _emit_body(ctx: LowerContext, weights: BodyWeights, body: Graph, prefix: str, tag: str, name: str,
+               write: CacheWrite | None = None):
+    """``body`` as a private ``Primitive`` function of ``ctx``'s builder; returns its global var.
+    With ``write``, the function also takes the cache (and the symbols of the write position)
+    and returns the cache with the body's output written into it."""
     inner = ctx.derive()
     inner.body_weights = weights
     inner.name_prefix = ctx.name_prefix + "b"
     inner.consts.update(weights.vars)
     params = [relax.Var(f"x{i}", ctx.struct(v.type)) for i, v in enumerate(body.inputs)]
-    with inner.bb.function(name, [*params, *weights.params()], attrs={"Primitive": True}, private=True):
+    tail = [] if write is None else [relax.Var("cache", ctx.struct(write.node.inputs[0].type)), *write.symbols(ctx)]
+    with inner.bb.function(name, [*params, *weights.params(), *tail], attrs={"Primitive": True}, private=True):
         with inner.bb.dataflow():
             env = {id(v): p for v, p in zip(body.inputs, params)}
             outs = emit_nodes(inner, body, env, prefix=prefix, tag=tag)
+            if write is not None:
+                outs = [inner.emit(write_rows(inner, write.node, tail[0], outs[0]))]
             result = inner.bb.emit_output(outs[0] if len(outs) == 1 else relax.Tuple(outs))
         return inner.bb.emit_func_output(result)
+
+
+def cache_writes(graph: Graph) -> dict[int, Node]:
+    """id(fused node) -> the ``kv_update`` writing the node's one output into a cache, when the node's
+    body is a layout (no reduction) and nothing else reads its output: the fused node's kernel
+    then writes the rows into the cache in place itself (slice, head layout, rope and cache write
+    in one kernel; the ``kv_update`` lowers to no kernel). The write is not part of the body graph
+    because the reference interpreter sizes a body from its inputs, and the write position (the
+    ``end`` attribute, ``ctx``) is no dimension of them; the kernel takes it as a scalar."""
+    out = {}
+    for node in graph.nodes:
+        if node.op != "fused" or len(node.outputs) != 1 or is_output(graph, node.outputs[0]) \
+                or any(n.opdef.kind in REDUCING_KINDS for n in node.attrs["body"].nodes):
+            continue
+        users = node.outputs[0].uses
+        if len(users) == 1 and users[0][0].op == "kv_update" and users[0][1] == 1:
+            out[id(node)] = users[0][0]
+    return out
+
+
+@dataclass(frozen=True)
+class CacheWrite:
+    """A ``kv_update`` done by the kernel of the fused node computing its rows (``cache_writes``);
+    ``scalars``: the symbols of its write position that no tensor argument of the kernel binds."""
+
+    node: Node
+    scalars: tuple[str, ...]
+
+    @classmethod
+    def of(cls, ctx: LowerContext, body: Graph, node: Node) -> CacheWrite:
+        bound = {str(d) for v in [*body.inputs, node.inputs[0]] for d in v.type.shape if isinstance(d, sympy.Symbol)}
+        used = {str(s) for s in sympy.sympify(node.attrs["end"]).free_symbols}
+        return cls(node, tuple(sorted(s for s in used - bound if isinstance(ctx.symbols.get(s), tirx.Var))))
+
+    def symbols(self, ctx: LowerContext) -> list[tirx.Var]:
+        """The scalar parameters of the kernel: the symbols' TIR variables themselves, so the body's
+        expressions over them (``ctx.dim``) are bound by the function's signature."""
+        return [ctx.symbols[s] for s in self.scalars]
 
 
 class BodyWeights:

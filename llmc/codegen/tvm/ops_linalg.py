@@ -6,7 +6,8 @@ transposed copy of W). When the lowering packs weights
 (``LowerOptions.pack_weights = P``, the cpu target), a constant 2-D weight is re-laid out as
 panels ``Wp[n // P, k, n % P]`` (zero-padded) by a Relax ``layout_transform`` that TVM lifts
 into the load-time parameter transform, and the product is a TE kernel reading the panels, so
-the schedule's innermost loop runs over P contiguous output features.
+the schedule's innermost loop runs over P contiguous output features (a narrower P, whole
+vectors, where that divides the output features and P does not: ``LowerContext.panel_width``).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ WEIGHT_STAGE = "dequantize_panel"  # the stage a schedule computes once per redu
 def matmul(ctx, node, args):
     a, b = node.inputs
     if _packable(ctx, a.type, b):
-        packed = ctx.panels(args[1], transposed=True)
-        return _packed_dense(ctx, args[0], a.type, [packed], _float_panel, b.type.shape[1])
+        p = ctx.panel_width(b.type.shape[1])
+        packed = ctx.panels(args[1], transposed=True, width=p)
+        return _packed_dense(ctx, args[0], a.type, [packed], _float_panel, b.type.shape[1], width=p)
     return R.matmul(args[0], args[1])
 
 
@@ -37,8 +39,9 @@ def linear(ctx, node, args):
     if q is not None:
         return _quantized_linear(ctx, args[0], x.type, q, w.type.shape[0], bias)
     if _packable(ctx, x.type, w):
-        packed = ctx.panels(args[1])
-        return _packed_dense(ctx, args[0], x.type, [packed], _float_panel, w.type.shape[0], bias)
+        p = ctx.panel_width(w.type.shape[0])
+        packed = ctx.panels(args[1], width=p)
+        return _packed_dense(ctx, args[0], x.type, [packed], _float_panel, w.type.shape[0], bias, width=p)
     y = nt_matmul(ctx, args[0], args[1])
     return y if bias is None else R.add(y, bias)
 
@@ -100,14 +103,15 @@ def _float_panel(tensors, jo, k, ji, _dtype):
     return tensors[0][jo, k, ji]
 
 
-def _packed_dense(ctx, x, x_type, weights, weight_at, n: int, bias=None, stage: bool = False):
-    """y = x @ W (+ b) from panels: y3[..., i, jo, ji] = sum_k x[..., i, k] * Wp[jo, k, ji] (+ bp[jo, ji]).
+def _packed_dense(ctx, x, x_type, weights, weight_at, n: int, bias=None, stage: bool = False, width: int = 0):
+    """y = x @ W (+ b) from panels of ``width`` (default ``pack_weights``) output features:
+    y3[..., i, jo, ji] = sum_k x[..., i, k] * Wp[jo, k, ji] (+ bp[jo, ji]).
 
     Written as an einsum (every index a plain loop variable) so schedules can pad and tile it,
     with the bias (re-laid out as panels too) as its epilogue; the reshape back to [..., n] is a
-    free view, and a slice drops the zero padding of the last panel.
+    free view, and a slice drops the zero padding of the last panel (a kernel of its own).
     """
-    p = ctx.options.pack_weights
+    p = width or ctx.options.pack_weights
     panels = -(-n // p)
 
     def compute(x, *tensors):
@@ -125,7 +129,7 @@ def _packed_dense(ctx, x, x_type, weights, weight_at, n: int, bias=None, stage: 
             return y
         return te.compute(shape, lambda *i: y[i] + bp[0][i[-2], i[-1]], name="bias_add")
 
-    extra = [] if bias is None else [ctx.panels(bias)]
+    extra = [] if bias is None else [ctx.panels(bias, width=p)]
     y3 = ctx.emit_te(compute, x, *weights, *extra, name="dense_packed")
     y = R.reshape(y3, [*ctx.shape(x_type.shape[:-1]), panels * p])
     if panels * p == n:

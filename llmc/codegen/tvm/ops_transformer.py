@@ -10,6 +10,8 @@ cache of ``T - S`` past tokens works); TVM fuses it into the score matmul's epil
 
 ``kv_update`` is a TIR kernel called with ``call_tir_inplace``: it writes the new positions
 into the cache buffer it is given and returns that buffer, so a step copies only its own keys.
+When the rows come from a fused layout node read by nothing else, that node's kernel does the
+write (``lower.cache_writes``) and the ``kv_update`` lowers to no kernel.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from llmc.ir.ops.transformer import kv_length
 
 KEY_BLOCK = 16  # cache reads are rounded up to whole blocks of keys (see _read_length)
 LANES = 16      # partial sums per decode dot product (see _cache_scores)
+SCORE_PARTIALS, SCORES = "cache_scores_partial", "cache_scores"  # its blocks, which the cpu rule LanePartials schedules
 
 
 @lowers("embedding")
@@ -89,8 +92,7 @@ def attention(ctx, node, args):
         if not one_query:
             k = offset_view(ctx, k, (*k_t.shape[:2], keys, k_t.shape[3]), {}, "kv_read")
     if one_query:  # a decode step: dot products straight off the cache, no copy of its prefix
-        partial = ctx.emit_te(_cache_partial_scores, q, k, ctx.dim(keys), group, name="cache_scores_partial")
-        scores = ctx.emit_te(_cache_scores, partial, scale, name="cache_scores")
+        scores = ctx.emit_te(_cache_scores, q, k, ctx.dim(keys), group, scale, name="cache_scores")
         scores = ctx.emit(R.reshape(scores, ctx.shape([b, hq, s, keys])))
     else:
         q_grouped = ctx.emit(R.reshape(q, ctx.shape([b, hkv, group * s, d])))
@@ -170,15 +172,19 @@ def _masked_softmax(scores, mask=None, *, keys, causal: bool, mask_type, fast: b
         row_max[b, h, i] > seen, e[b, h, i, j] / row_sum[b, h, i], tirx.const(0, scores.dtype)), name="probs")
 
 
-def _cache_partial_scores(q, cache, keys, group: int):
-    """For one query [B, Hq, 1, D] and the first ``keys`` positions of a cache [B, Hkv, M, D]:
-    ``LANES`` partial dot products per key, [B, Hq, keys, LANES], each summed over D / LANES
-    chunks, so the cache's rows are read contiguously and vectorized across the lanes."""
+def _cache_scores(q, cache, keys, group: int, scale: float):
+    """``scale`` * q . cache[j] for one query [B, Hq, 1, D] and the first ``keys`` positions of a cache
+    [B, Hkv, M, D], as [B, Hq, keys, 1], in one kernel: per key, ``LANES`` partial dot products each
+    summed over D / LANES chunks (the cache's row read contiguously, vectorized across the lanes),
+    then the lanes summed."""
     lanes = LANES if q.shape[3] % LANES == 0 else 1
     chunk = te.reduce_axis((0, q.shape[3] // lanes), name="chunk")
-    return te.compute((q.shape[0], q.shape[1], keys, lanes), lambda b, h, j, lane: te.sum(
+    partial = te.compute((q.shape[0], q.shape[1], keys, lanes), lambda b, h, j, lane: te.sum(
         q[b, h, 0, chunk * lanes + lane] * cache[b, h // group, j, chunk * lanes + lane], axis=chunk),
-        name="cache_scores_partial")
+        name=SCORE_PARTIALS)
+    lane = te.reduce_axis((0, lanes), name="lane")
+    return te.compute((*partial.shape[:3], 1), lambda b, h, j, _: te.sum(
+        partial[b, h, j, lane] * tirx.const(scale, partial.dtype), axis=lane), name=SCORES)
 
 
 def _cache_values(probs, cache):
@@ -186,13 +192,6 @@ def _cache_values(probs, cache):
     j = te.reduce_axis((0, probs.shape[3]), name="j")
     return te.compute((*probs.shape[:3], cache.shape[3]), lambda b, h, r, d: te.sum(
         probs[b, h, r, j] * cache[b, h, j, d], axis=j), name="cache_values")
-
-
-def _cache_scores(partial, scale: float):
-    """scale * the sum of the partial dot products, [B, Hq, keys, 1]."""
-    lane = te.reduce_axis((0, partial.shape[3]), name="lane")
-    return te.compute((*partial.shape[:3], 1), lambda b, h, j, _: te.sum(
-        partial[b, h, j, lane] * tirx.const(scale, partial.dtype), axis=lane), name="cache_scores")
 
 
 def _read_length(node, t):
@@ -235,25 +234,40 @@ def _causal(scores, keys):
 
 @lowers("kv_update")
 def kv_update(ctx, node, args):
+    if id(node) in ctx.written:  # the kernel computing the rows wrote them (``lower.cache_writes``)
+        return args[1]  # ... and returned the updated cache as its value
+    return write_rows(ctx, node, args[0], args[1])
+
+
+def write_rows(ctx, node, cache, rows):
+    """The ``kv_update`` ``node``: ``rows`` written into ``cache`` in place; returns the updated cache."""
     cache_t = ctx.out_type(node)
-    _, heads, length, dim = cache_t.shape
-    func = _kv_write_kernel(int(heads), int(length), int(dim), ctx.dtype(cache_t.dtype))
+    batch, heads, length, dim = ctx.shape(cache_t.shape)
+    count = ctx.dim(node.inputs[1].type.shape[2])
+    func = _kv_write_kernel(_static(batch), int(heads), int(length), int(dim), _static(count), ctx.dtype(cache_t.dtype))
     gvar = ctx.bb.add_func(func, "kv_update")
     end = relax.prim_value(ctx.dim(node.attrs["end"]))
-    return relax.call_tir_inplace(gvar, [args[0], args[1], end], 0, ctx.struct(cache_t))
+    return relax.call_tir_inplace(gvar, [cache, rows, end], 0, ctx.struct(cache_t))
+
+
+def _static(d: tirx.PrimExpr) -> int | None:
+    return int(d) if isinstance(d, tirx.IntImm) else None
 
 
 @functools.cache
-def _kv_write_kernel(heads: int, length: int, dim: int, dtype: str):
+def _kv_write_kernel(batch: int | None, heads: int, length: int, dim: int, rows: int | None, dtype: str):
     """cache[:, :, end - s + i] = new[:, :, i], in place; opaque, so TVM fuses nothing into it.
 
-    One parse per cache shape: TVMScript parsing took 0.3 s a call, 40 s for SmolLM2's 60 caches."""
+    ``batch`` and ``rows`` (``s``) are the sizes when known (a decode step writes one row), so the
+    kernel's buffers have the shapes of its arguments where FuseTIR merges it into a fused node's
+    kernel. One parse per shape: TVMScript parsing took 0.3 s a call, 40 s for SmolLM2's 60 caches."""
     heads, length, dim = T.int64(heads), T.int64(length), T.int64(dim)
+    b = T.int64(batch) if batch is not None else tirx.Var("b", "int64")
+    s = T.int64(rows) if rows is not None else tirx.Var("s", "int64")
 
     @T.prim_func(private=True, s_tir=True)
     def kv_update(var_cache: T.handle, var_new: T.handle, end: T.int64):
         T.func_attr({"tirx.noalias": True, "op_pattern": 8})
-        b, s = T.int64(), T.int64()
         cache = T.match_buffer(var_cache, (b, heads, length, dim), dtype)
         new = T.match_buffer(var_new, (b, heads, s, dim), dtype)
         assert s <= end and end <= length, "kv_update: the write would fall outside the cache"  # noqa: PLR1716 (TVMScript)

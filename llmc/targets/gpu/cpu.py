@@ -39,10 +39,11 @@ class CpuTarget(TvmTarget):
 
     def lower_options(self, options: CpuOptions):
         from llmc.codegen.tvm.context import LowerOptions
-        from llmc.targets.gpu.cpu_rules import panel_width
+        from llmc.targets.gpu.cpu_rules import lanes, panel_width
 
+        target = self.tvm_target(options)
         return LowerOptions(float_dtype=super().lower_options(options).float_dtype,
-                            pack_weights=panel_width(self.tvm_target(options)), fast_math=True)
+                            pack_weights=panel_width(target), pack_step=lanes(target), fast_math=True)
 
     def tvm_target(self, options: CpuOptions):
         import tvm

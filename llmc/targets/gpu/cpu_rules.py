@@ -1,6 +1,7 @@
 """CPU schedules: ordered rules (dlight ``ScheduleRule``s) that return None when they don't apply.
 
-    LanePartials     a decode step's attention scores: cache rows summed into vector lanes.
+    LanePartials     a decode step's attention scores: cache rows summed into vector lanes, then
+                     the lanes, in one kernel.
     Dense            one multiply-accumulate block (matmul, packed linear, batched attention
                      products) and elementwise producers/epilogues: rows padded to the register
                      tile, output tiled MR x NR with NR-wide vector accumulators kept in registers
@@ -33,6 +34,7 @@ from tvm.s_tir.dlight.analysis.common_analysis import collect_block_iter_vars_us
 
 from llmc.codegen.tvm.ops_linalg import WEIGHT_STAGE
 from llmc.codegen.tvm.ops_quant import GEMV, GEMV_PARTIAL, GEMV_XSUM
+from llmc.codegen.tvm.ops_transformer import SCORE_PARTIALS, SCORES
 from llmc.targets.gpu.cpu_isa import CpuIsa, cpu_isa
 
 # What TVM's schedule primitives raise when a step does not apply (tvm errors are RuntimeErrors).
@@ -129,22 +131,24 @@ def _open(func, target):
     return sch, normalize_prim_func(sch)
 
 class LanePartials(dl.ScheduleRule):
-    """``cache_scores_partial`` (a decode step's query . cache rows, see the TVM attention lowering):
-    parallel over (batch, head), keys in order, the chunks of each row summed into vector lanes,
-    so every cache row is read once, contiguously, in whole vectors."""
+    """A decode step's attention scores (``cache_scores``, see the TVM attention lowering): parallel
+    over (batch, head), keys in order; per key, the chunks of the cache row summed into vector
+    lanes (every row read once, contiguously, in whole vectors), then the lanes summed and scaled."""
 
     def apply(self, func, target, _tunable):
         sch, infos = _open(func, target)
-        if infos is None or len(infos) != 1 or sch.get(infos[0].block_rv).name_hint != "cache_scores_partial":
+        if infos is None or sorted(sch.get(b.block_rv).name_hint for b in infos) != sorted([SCORES, SCORE_PARTIALS]):
             return None
-        block = infos[0].block_rv
-        if infos[0].dom_kind() != "SSSSR":  # one chunk per row (head_dim <= LANES): nothing to split
-            return None
-        *heads, j, lane, chunk = sch.get_loops(block)
-        sch.reorder(j, chunk, lane)
+        partial, scores = sch.get_sblock(SCORE_PARTIALS), sch.get_sblock(SCORES)
+        *heads, j, _unit, _lane = sch.get_loops(scores)
         sch.parallel(sch.fuse(*heads) if len(heads) > 1 else heads[0])
+        sch.compute_at(partial, j, preserve_unit_loops=True)
+        lane, *chunk = sch.get_loops(partial)[2:]  # under (batch x head, key): lane, chunk (none when one chunk)
+        if chunk:
+            sch.reorder(chunk[0], lane)
         sch.vectorize(lane)
-        sch.decompose_reduction(block, chunk)
+        if chunk:
+            sch.decompose_reduction(partial, chunk[0])
         return sch
 
 
