@@ -168,7 +168,8 @@ class _Builder:
         present_k = self.call("kv_update", cache_k, k, role=f"{p}.k", layer=i, end=CTX)
         present_v = self.call("kv_update", cache_v, v, role=f"{p}.v", layer=i, end=CTX)
         a = self.call("attention", q, present_k, present_v, mask, role=f"{p}.o", layer=i, causal=True, kv_len=CTX)
-        a = g.call("reshape", g.call("transpose", a, perm=(0, 2, 1, 3)), shape=(BATCH, SEQ, c.heads * c.head_dim))
+        a = self.call("transpose", a, role=f"{p}.o", layer=i, perm=(0, 2, 1, 3))  # a kernel of the layer (prefill)
+        a = g.call("reshape", a, shape=(BATCH, SEQ, c.heads * c.head_dim))
         a = self.call("linear", a, self.weight(f"{p}.o", (c.hidden, c.heads * c.head_dim)), role=f"{p}.o", layer=i)
         h = self.call("add", h, a, role=f"{p}.o", layer=i)
         x = self.call("rms_norm", h, self.weight(f"{p}.ffn_norm", (c.hidden,)), role=f"{p}.ffn_norm", layer=i,

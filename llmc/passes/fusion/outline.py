@@ -5,7 +5,8 @@ outputs, and constants larger than a scalar, so a weight shared with other nodes
 tensor of the artifact); scalar constants move into the body. Its outputs are the group's
 values that something outside reads (a later node or a graph output), in node order. The body
 graph is named after the rule that made it, which is how ``llmc inspect``, the manifest and a
-target's refusal name the rule. A group is outlined only if it is *convex*: no path leaves it
+target's refusal name the rule; the node takes the metadata (origin, layer) of the group's last
+node that has an origin. A group is outlined only if it is *convex*: no path leaves it
 and comes back (that would make the fused node depend on itself).
 """
 
@@ -71,8 +72,8 @@ def outline(graph: Graph, group: Sequence[Node], rule: str) -> Node:
     outs = escapes(graph, group)
     body, inputs, mapped = body_of(group, rule)
     body.outputs = [mapped[id(v)] for v in outs]
-    fused = graph.add_node("fused", inputs, {"body": body}, meta=group[-1].meta.copy(), name=rule,
-                           before=group[-1])
+    meta = next((n.meta for n in reversed(group) if n.meta.origin), group[-1].meta)  # a layout's last op may have none
+    fused = graph.add_node("fused", inputs, {"body": body}, meta=meta.copy(), name=rule, before=group[-1])
     for old, new in zip(outs, fused.outputs):
         replace_value(graph, old, new)
     graph.remove_nodes(group)
