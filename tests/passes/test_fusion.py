@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from pass_checks import transformed
 
+import llmc
 from llmc.codegen.devices import get as get_device
 from llmc.codegen.target import get_target
 from llmc.errors import TargetError
@@ -21,6 +22,7 @@ from llmc.passes import PIPELINES, run_pipeline
 from llmc.passes.fusion import CostGate, Fuse
 from llmc.passes.fusion.legality import KernelLimits
 from llmc.passes.pipelines import resolve, split_for_quantization
+from llmc.testing import assert_close
 
 RNG = np.random.default_rng(0)
 
@@ -55,8 +57,6 @@ def test_llama_step_fuses_projections_epilogues_and_layouts():
 
 
 def test_quantized_compile_fuses_after_quantizing_bit_identically(tmp_path):
-    import llmc
-
     model = tiny_llama()[0]
     arts = {level: llmc.compile(model, output=tmp_path / level, generation=True, max_seq_len=32, quant="w4g32",
                                 opt_level=level) for level in ("O1", "O2")}
@@ -129,3 +129,59 @@ def test_o2_pipeline_is_o1_then_fusion_and_splits_around_quantization():
     early, late = split_for_quantization(resolve("O2"))
     assert [str(s) for s in early] == PIPELINES["O1"] and [str(s) for s in late] == ["fuse", "dce"]
     assert get_target("cpu").default_level == "O2" and "O2" in get_target("cuda").pipelines
+
+
+def test_cpu_layout_kernels_write_the_caches_and_decode_scores_are_one_kernel(tmp_path):
+    """A fused k or v layout read only by its ``kv_update`` writes the cache in its own kernel (the
+    update launches none), a decode step's scores are one kernel, and panels of the tiny model's
+    widths need no un-padding slice: 13 kernels per decode block, 15 per prefill block (the
+    manifest counts the lm_head's launch in the blocks too: TVM shares its kernel with gate/up).
+    Prefill and decode logits match the interpreter's."""
+    pytest.importorskip("tvm")
+    art = llmc.compile(tiny_llama()[0], target="cpu", output=tmp_path / "a", generation=True, max_seq_len=32)
+    payload = art.manifest["payload"]
+    assert not {"kv_update", "cache_scores_partial", "strided_slice"} & set(payload["kernels"])
+    assert {e: row["per_layer"] for e, row in payload["kernels_per_layer"].items()} == {"decode": 13.5, "prefill": 15.5}
+    logits = []
+    for gen in (art.generator(), art.generator(reference=True)):
+        caches, ids = gen.runner.new_caches(gen.spec, 1), np.array([[5, 9, 2, 7, 1]])
+        steps = [gen.prefill(ids, np.ones(ids.shape, bool), caches)]
+        for n in range(5, 8):
+            steps.append(gen.runner(np.array([[n]]), np.array([[n]]), np.ones((1, n + 1), bool), caches))
+        logits.append(steps)
+    for got, expected in zip(*logits):
+        assert_close(got, expected, 1e-4)
+
+
+def test_cuda_build_of_the_cache_writing_layouts(tmp_path):
+    from llmc.targets.gpu import device_code
+
+    if device_code.find_nvcc() is None:
+        pytest.skip("needs nvcc (the CUDA toolkit)")
+    art = llmc.compile(tiny_llama()[0], target="cuda", output=tmp_path / "a", generation=True, max_seq_len=32,
+                       arch="sm_90")
+    payload = art.manifest["payload"]
+    assert payload["device_code"]["images"] == ["elf sm_90", "ptx sm_90"] and payload["unscheduled_kernels"] == []
+    assert "kv_update" not in payload["kernels"] and "cache_scores_partial" not in payload["kernels"]
+
+
+def test_a_layout_read_besides_its_cache_write_keeps_the_write_a_kernel():
+    from llmc.codegen.tvm.lower import cache_writes
+
+    g = step_graph()
+    Fuse(rules=("layout",)).run(g)
+    writes = cache_writes(g)
+    assert sorted(w.outputs[0].name for w in writes.values()) == [f"present_{kv}.{i}" for kv in "kv" for i in range(2)]
+    rows = writes[next(iter(writes))].inputs[1]
+    g.outputs = [*g.outputs, rows]  # the rows are read by something else too: the write stays a kv_update kernel
+    assert len(cache_writes(g)) == 3
+
+
+def test_float_panels_narrow_to_divide_the_output_features():
+    from tvm import relax
+
+    from llmc.codegen.tvm.context import LowerContext, LowerOptions
+
+    ctx = LowerContext(relax.BlockBuilder(), LowerOptions(pack_weights=24, pack_step=8), {})
+    assert [ctx.panel_width(n) for n in (576, 128, 64, 40, 100)] == [24, 16, 16, 8, 24]
+    assert LowerContext(relax.BlockBuilder(), LowerOptions(pack_weights=24), {}).panel_width(128) == 24
