@@ -201,7 +201,7 @@ def compile(
     tgt = get_target(target)
     options = tgt.make_options(**target_options)
     sparse = _sparsity(tgt, sparsity, sparsity_pattern, sparsity_method, sparsity_for, sparsity_scope, calibration,
-                       quant or recipe)
+                       quant or recipe, quant_method)
     level = str(opt_level or tgt.default_level)
     level = level if level.startswith("O") else f"O{level.lstrip('-')}"
     pipeline = tgt.pipeline(level)
@@ -249,7 +249,7 @@ def compile(
             chunk = (prefill_chunk or min(DEFAULT_PREFILL_CHUNK, lm.max_seq_len)) if "generation" in sections else None
             graph, sections["sparsity"], record = sparsify_for(
                 graph, tgt, options, options=sparse, calibration=calibration, quant=quant or recipe,
-                samples=calibration_samples, length=calibration_length,
+                quant_method=quant_method, samples=calibration_samples, length=calibration_length,
                 tokenizer=lm.save_tokenizer if "generation" in sections else None, prefill_chunk=chunk,
                 sizes=dict(sizes or {}), measure=None, progress=step)
             records.append(record)
@@ -300,14 +300,14 @@ def _mixed_options(tgt, options, quant, avg_bits, weight_budget, latency_budget,
             "reorder": reorder_channels, "tie_groups": tie_groups}
 
 
-def _sparsity(tgt, sparsity, pattern, method, goal, scope, calibration, quant):
+def _sparsity(tgt, sparsity, pattern, method, goal, scope, calibration, quant, quant_method):
     """The checked sparsity request, or None when none was made (refused here, before any work)."""
     if sparsity is None and pattern is None:
         return None
     from llmc.passes.sparsity import SparsityOptions, check_request
 
     request = SparsityOptions(sparsity, pattern or "unstructured", method, goal, scope)
-    check_request(request, tgt, calibration=calibration, quant=quant)
+    check_request(request, tgt, calibration=calibration, quant=quant, quant_method=quant_method)
     return request
 
 

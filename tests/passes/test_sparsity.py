@@ -107,7 +107,7 @@ def test_decision_asks_the_cost_model_first():
     ({"sparsity_pattern": "2-4"}, PassError, "not unstructured or N:M"),
     ({"sparsity": 0.5, "sparsity_method": "wanda"}, InputError, "needs calibration data"),
     ({"sparsity": 0.5, "target": "npu"}, TargetError, "target npu cannot run"),
-    ({"sparsity": 0.5, "quant": "w4g128"}, PassError, "not built yet"),
+    ({"sparsity": 0.5, "quant": "w4g128"}, PassError, "unstructured sparsity with w4g128 is not"),
 ])
 def test_bad_requests_are_refused_before_calibration(kwargs, error, text, tmp_path, monkeypatch):
     from llmc.passes.quantize import calibration as calib

@@ -29,48 +29,85 @@ from tvm import te, tirx
 from tvm.relax import op as R
 
 from llmc.codegen.tvm.ops_linalg import _float_panel, _packed_dense, nt_matmul
-from llmc.codegen.tvm.ops_quant import one_row_per_batch
+from llmc.codegen.tvm.ops_quant import dequant_at, one_row_per_batch
 from llmc.codegen.tvm.registry import lowers
-from llmc.ir.ops.sparsity import WORD
+from llmc.ir.dtypes import DType
+from llmc.ir.ops.sparsity import WORD, index_grid, values_grid
 
 NM_BLOCK = "sparse_nm"  # the decode product block the cpu rule ``SparseNM`` schedules
 
 
 @lowers("linear_nm")
 def linear_nm(ctx, node, args):
+    def value_at(tensors, lead, slot):
+        return _at(tensors[0], lead, slot)
+
+    def index_at(tensors, lead, slot):
+        return tirx.Cast("int64", _at(tensors[1], lead, slot))
+
+    return _lower_nm(ctx, node, args[0], args[1:3], args[3] if len(args) == 4 else None, value_at, index_at)
+
+
+@lowers("linear_nm_q")
+def linear_nm_q(ctx, node, args):
+    """``linear_nm`` with each kept value dequantized where it is read (``dequant_at``) and each
+    index taken from its packed word: only kept codes are decoded."""
+    attrs = node.attrs
+    grid, igrid = values_grid(attrs), index_grid(attrs["m"])
+    width = attrs["k"] // attrs["m"] * attrs["n"]
+
+    def value_at(tensors, lead, slot):
+        return dequant_at(grid, width, tensors[0], tensors[1], tensors[2], lead, slot)
+
+    def index_at(tensors, lead, slot):
+        word = _unsigned(_at(tensors[3], lead, slot // igrid.per_word))
+        shift = tirx.Cast("uint32", (slot % igrid.per_word) * igrid.bits)
+        return tirx.Cast("int64", tirx.bitwise_and(tirx.shift_right(word, shift), _u32(igrid.levels - 1)))
+
+    return _lower_nm(ctx, node, args[0], args[1:5], args[5] if len(args) == 6 else None, value_at, index_at)
+
+
+def _lower_nm(ctx, node, x, tensors, bias, value_at, index_at):
+    """An N:M product of ``x`` and its weight ``tensors``: ``value_at(tensors, lead, slot)`` and
+    ``index_at(...)`` read kept weight ``slot`` of row ``lead`` ((o,), or (jo, ji) in panels)."""
     n, m, k = node.attrs["n"], node.attrs["m"], node.attrs["k"]
     x_type, out = node.inputs[0].type, node.inputs[1].type.shape[0]
-    bias = args[3] if len(args) == 4 else None
+
+    def weight(ts, lead, kk, dtype):
+        return _nm_at(ts, lead, kk, n, m, value_at, index_at, dtype)
+
     if node.attrs["kernel"] == "dense":
 
-        def expand(values, index):
-            return te.compute((out, k), lambda o, kk: _nm_at(values, index, (o,), kk, n, m), name="expand_nm")
+        dtype = ctx.dtype(DType.f32)  # the compute dtype (float16 with cuda --dtype float16)
 
-        w = ctx.emit_te(expand, args[1], args[2], name="expand_nm")
-        return _dense(ctx, args[0], x_type, w, out, bias)
+        def expand(*ts):
+            return te.compute((out, k), lambda o, kk: weight(ts, (o,), kk, dtype), name="expand_nm")
+
+        w = ctx.emit_te(expand, *tensors, name="expand_nm")
+        return _dense(ctx, x, x_type, w, out, bias)
     p = ctx.options.pack_weights if x_type.rank >= 2 else 0
-    values, index = (ctx.panels(args[1]), ctx.panels(args[2])) if p else (args[1], args[2])
+    tensors = [ctx.panels(t) for t in tensors] if p else list(tensors)
     if p and not one_row_per_batch(ctx, x_type):  # prefill: each step's panel expanded once for every row
 
-        def weight_at(tensors, jo, kk, ji, dtype):
-            return _nm_at(tensors[0], tensors[1], (jo, ji), kk, n, m).astype(dtype)
+        def weight_at(ts, jo, kk, ji, dtype):
+            return weight(ts, (jo, ji), kk, dtype)
 
-        return _packed_dense(ctx, args[0], x_type, [values, index], weight_at, out, bias, stage=True)
+        return _packed_dense(ctx, x, x_type, tensors, weight_at, out, bias, stage=True)
     width = k // m * n
 
-    def product(x, values, index):
+    def product(x, *ts):
         j = te.reduce_axis((0, width), name="j")
         rows = len(x.shape) - 1
 
         def body(*i):
-            lead = (i[-2], j, i[-1]) if p else (i[-1], j)
-            column = (j // n) * m + tirx.Cast("int64", index[lead])
-            return te.sum(values[lead] * x[(*i[:rows], column)], axis=j)
+            lead = (i[-2], i[-1]) if p else (i[-1],)
+            column = (j // n) * m + index_at(ts, lead, j)
+            return te.sum(tirx.Cast(x.dtype, value_at(ts, lead, j)) * x[(*i[:rows], column)], axis=j)
 
         shape = [*x.shape[:-1], -(-out // p), p] if p else [*x.shape[:-1], out]
         return te.compute(shape, body, name=NM_BLOCK)
 
-    y = ctx.emit_te(product, args[0], values, index, name="linear_nm")
+    y = ctx.emit_te(product, x, *tensors, name=node.op)
     if p:
         y = ctx.emit(R.reshape(y, [*ctx.shape(x_type.shape[:-1]), -(-out // p) * p]))
         if -(-out // p) * p != out:
@@ -78,15 +115,21 @@ def linear_nm(ctx, node, args):
     return y if bias is None else R.add(y, bias)
 
 
-def _nm_at(values, index, lead, kk, n: int, m: int) -> tirx.PrimExpr:
+def _nm_at(tensors, lead, kk, n: int, m: int, value_at, index_at, dtype: str) -> tirx.PrimExpr:
     """W[lead, kk] from N:M tensors ([N, J], or panels [N/P, J, P] with ``lead`` = (jo, ji)): the n
-    slots of kk's group summed as one expression (elementwise: no reduction loop to schedule)."""
-    total = tirx.const(0.0, values.dtype)
+    slots of kk's group summed as one expression (elementwise: no reduction loop to schedule), in ``dtype``."""
+    total = None
     for j in range(n):
         slot = (kk // m) * n + j
-        at = (lead[0], slot) if len(lead) == 1 else (lead[0], slot, lead[1])
-        total = total + tirx.Select(tirx.Cast("int64", index[at]) == kk % m, values[at], tirx.const(0.0, values.dtype))
+        value = tirx.Cast(dtype, value_at(tensors, lead, slot))
+        kept = tirx.Select(index_at(tensors, lead, slot) == kk % m, value, tirx.const(0.0, dtype))
+        total = kept if total is None else total + kept
     return total
+
+
+def _at(tensor, lead, last):
+    """Element of an [N, X] tensor, or of its panels [N/P, X, P] when ``lead`` is (jo, ji)."""
+    return tensor[lead[0], last] if len(lead) == 1 else tensor[lead[0], last, lead[1]]
 
 
 @lowers("linear_bitmap")

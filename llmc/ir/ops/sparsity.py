@@ -12,6 +12,16 @@ A pruned ``W[n, k]`` (``n`` output features, ``k`` the reduction axis) is stored
 (Unstructured weights at low density use the CSR ``sparse_matmul`` op the outlier decomposition
 stores, ``llmc.ir.ops.sparse``, when that is smaller; ``llmc.passes.sparsity.storage`` chooses.)
 
+N:M with the kept values quantized (sparse + low-bit, as GQSA does) packs the ``[N, J]`` values
+matrix (``J = K / m * n``) exactly as ``llmc.ir.packing`` packs a dense weight, so scale groups
+count ``group`` consecutive *kept* weights, and packs the indices in ``index_grid(m).bits`` bits
+each (2 for m = 4, 3 for m = 8) with the same packer:
+
+    N:M q    words   i32 [N, ceil(J / per)]    codes of the kept values (``Grid(bits, group, sym=False)``)
+             scale   f16 [N, ceil(J / group)]
+             minimum f16 [N, ceil(J / group)]  values[o, j] = code * scale[o, j // group] + minimum[o, j // group]
+             index   i32 [N, ceil(J / per_i)]  index[o, j] = packed field j, as in N:M above
+
 ``linear_nm`` and ``linear_bitmap`` compute ``x @ W^T (+ bias)`` from those tensors. Their
 ``kernel`` attribute says how a target runs them: ``sparse`` reads the compressed tensors in the
 product (only the kept weights are multiplied), ``dense`` expands W once at load time and runs
@@ -24,9 +34,11 @@ from __future__ import annotations
 import numpy as np
 
 from llmc.errors import LLMCError, ShapeError
+from llmc.ir import packing
 from llmc.ir import shapes as S
 from llmc.ir.dtypes import DType
 from llmc.ir.ops.registry import Attr, Cost, op
+from llmc.ir.packing import Grid
 from llmc.ir.types import TensorType
 
 KERNELS = ("sparse", "dense")
@@ -85,6 +97,24 @@ def bitmap_words(k: int) -> int:
     return -(-k // WORD)
 
 
+def index_grid(m: int) -> Grid:
+    """How N:M positions (0 .. m-1) are packed: the fewest of ``packing.BITS`` bits that hold them."""
+    return Grid(next(b for b in packing.BITS if 1 << b >= m))
+
+
+def values_grid(attrs) -> Grid:
+    """The grid of a ``linear_nm_q``'s kept values (asymmetric, like every 2-4 bit llmc format)."""
+    return Grid(attrs["bits"], attrs["group"], sym=False)
+
+
+def expand_nm_q(words, scale, minimum, index, attrs) -> np.ndarray:
+    """The float32 W [N, K] of ``linear_nm_q`` tensors: kept codes dequantized, zeros elsewhere."""
+    n, m, k = attrs["n"], attrs["m"], attrs["k"]
+    width = k // m * n
+    values = packing.dequantize(words, scale, minimum, values_grid(attrs), width)
+    return expand_nm(values, packing.unpack(index, index_grid(m).bits, width), n, m, k)
+
+
 # -- ops --------------------------------------------------------------------------------------
 
 
@@ -141,6 +171,46 @@ class LinearNM:
     def cost(types, outs, attrs):
         out = types[1].shape[0]
         return _weight_cost(types, outs, attrs["kernel"], types[1].numel, out, attrs["k"], stored=2)
+
+
+@op("linear_nm_q", inputs=("x", "words", "scale", "minimum", "index", "bias"), optional=1, kind="matmul",
+    attrs={"n": Attr("int"), "m": Attr("int"), "k": Attr("int"), "bits": Attr("int"), "group": Attr("int"),
+           "kernel": Attr("str", "sparse")})
+class LinearNMQ:
+    """y = x @ W^T (+ bias) with W stored N:M and its kept values as packed low-bit codes (module
+    docstring). The kernel dequantizes only the kept codes, gathers x by the indices and
+    accumulates in float32; the reference expands W (pruned positions exactly 0, so they add
+    nothing) and multiplies, the same sum up to float32 summation order."""
+
+    @staticmethod
+    def infer(types, attrs):
+        x, words, scale, minimum, index = types[:5]
+        n, m, k = attrs["n"], attrs["m"], attrs["k"]
+        _kernel_attr(attrs, "linear_nm_q")
+        if not 0 < n < m or k % m or m > 1 << 8:
+            raise ShapeError(f"linear_nm_q {n}:{m} needs 0 < n < m <= 256 and m dividing k={k}")
+        grid, width, out = values_grid(attrs), k // m * n, words.shape[0]
+        expect = {"words": (DType.i32, (out, grid.words(width))), "scale": (DType.f16, (out, grid.groups(width))),
+                  "minimum": (DType.f16, (out, grid.groups(width))),
+                  "index": (DType.i32, (out, index_grid(m).words(width)))}
+        for name, t in zip(expect, (words, scale, minimum, index)):
+            dtype, shape = expect[name]
+            if t.dtype != dtype or tuple(t.shape) != shape:
+                raise ShapeError(f"linear_nm_q {name} of {n}:{m} w{grid.bits}g{grid.group} over k={k} must be "
+                                 f"{dtype}{list(shape)}, got {t}")
+        _check_x(x, k, "linear_nm_q")
+        _check_bias(types, 5, out, "linear_nm_q")
+        return [TensorType(DType.f32, (*x.shape[:-1], out))]
+
+    @staticmethod
+    def reference(xs, attrs):
+        return _product(xs[0], expand_nm_q(*xs[1:5], attrs), xs[5] if len(xs) == 6 else None)
+
+    @staticmethod
+    def cost(types, outs, attrs):
+        out = types[1].shape[0]
+        kept = out * (attrs["k"] // attrs["m"] * attrs["n"])
+        return _weight_cost(types, outs, attrs["kernel"], kept, out, attrs["k"], stored=4)
 
 
 @op("linear_bitmap", inputs=("x", "values", "mask", "offsets", "bias"), optional=1, kind="matmul",

@@ -12,6 +12,16 @@ faster than the dense one at the compiled sizes. Before and after, for a weight 
     ->
     %y = linear_nm(%x, @model.layers.0.mlp.up_proj.weight.values, @....index, n=2, m=4, k=576, kernel=sparse)
 
+With a low-bit ``grid`` (``--quant w4g128`` with an N:M pattern) the kept values of each pruned
+weight are quantized with the mask held fixed and stored with the indices (``storage``)::
+
+    %y = linear_nm_q(%x, @....words, @....scale, @....minimum, @....index, n=2, m=4, k=576, bits=4, group=128,
+                     kernel=sparse)
+
+Those nodes read no plain weight, so the quantization pass that follows leaves them alone and
+quantizes the rest (embedding, head, and layers not applied under ``speed``, which keep their
+unpruned weights and become plain dense packed weights).
+
 Invariant: the graph computes with exactly the pruned weights the records describe (a layer
 not applied under ``--sparsity-for speed`` is left as it was); the interpreter is the oracle.
 Each record holds the layer's storage, density, bytes, error (relative output error on its
@@ -26,11 +36,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from llmc.ir.graph import Graph, Node
-from llmc.ir.meta import SparsitySpec
+from llmc.ir.meta import QuantSpec, SparsitySpec
+from llmc.ir.packing import Grid
 from llmc.passes.sparsity import prune
 from llmc.passes.sparsity.decide import Decision, Measure, decide
 from llmc.passes.sparsity.options import SparsityOptions, check_request, check_shapes
-from llmc.passes.sparsity.storage import Stored, expanded, store
+from llmc.passes.sparsity.storage import Stored, expanded, format_name, store
 
 __all__ = ["LayerRecord", "SparsityOptions", "candidates", "check_graph", "check_request", "sparsify"]
 
@@ -50,6 +61,7 @@ class LayerRecord:
     error: float
     metric: str
     decision: Decision
+    format: str | None = None  # the kept values' low-bit format (sparse + quantized), else float
 
     def to_json(self) -> dict:
         out = {k: v for k, v in self.__dict__.items() if k != "decision"}
@@ -69,8 +81,10 @@ def check_graph(graph: Graph, options: SparsityOptions) -> None:
 
 def sparsify(graph: Graph, options: SparsityOptions, calibration=None, *, target: str = "reference",
              sizes: dict[str, int] | None = None, device=None, measure: Measure | None = None,
+             grid: Grid | None = None,
              progress: Callable[[str], None] | None = None) -> tuple[Graph, list[LayerRecord]]:
-    """Prune and store ``graph``'s linears in place (see the module docstring); one record per weight."""
+    """Prune and store ``graph``'s linears in place, their kept values quantized to ``grid`` if
+    given (see the module docstring); one record per weight."""
     step = progress or (lambda line: None)
     nodes = candidates(graph)
     check_graph(graph, options)
@@ -82,7 +96,7 @@ def sparsify(graph: Graph, options: SparsityOptions, calibration=None, *, target
     def visit(node: Node, x: np.ndarray | None) -> np.ndarray | None:
         w = np.asarray(node.inputs[1].const.numpy(), np.float32)
         pruned = _prune(w, x, densities[node.name], options)
-        stored = store(pruned, options.pattern)
+        stored = store(pruned, options.pattern, grid)
         decision = decide(stored, target, sizes, device, options.goal, measure)
         result = expanded(stored)
         error, metric = _error(w, result, x)
@@ -156,12 +170,16 @@ def _rewrite(graph: Graph, node: Node, options: SparsityOptions, stored: Stored,
              metric: str) -> LayerRecord:
     weight = node.inputs[1]
     n, k = stored.shape
+    fmt = None if stored.grid is None else format_name(stored.grid)
     record = LayerRecord(weight.name, node.meta.origin or node.name, node.meta.layer, [n, k], stored.label(),
-                         stored.density, stored.nbytes if decision.kernel else n * k * 4, n * k * 4, error, metric,
-                         decision)
+                         stored.density, stored.nbytes if decision.kernel else stored.dense_nbytes, n * k * 4, error,
+                         metric, decision, fmt)
     if decision.kernel is None:
         return record
     meta = node.meta.copy(sparsity=SparsitySpec(options.pattern, max(stored.density, 1e-9)))
+    if stored.grid is not None:
+        g = stored.grid
+        meta = meta.copy(quant=QuantSpec(bits=g.bits, group=g.group, axis=-1, sym=g.sym, scheme="rtn"))
     consts = [graph.add_const(f"{weight.name}.{key}", t) for key, t in stored.tensors.items()]
     bias = node.inputs[2:]
     if stored.op == "linear_csr":

@@ -29,17 +29,19 @@ def compiled_sizes(graph: Graph, prefill_chunk: int | None, sizes: dict[str, int
 
 
 def sparsify_for(graph: Graph, target, target_options, *, options: SparsityOptions, calibration, quant,
+                 quant_method: str = "rtn",
                  samples: int | None, length: int | None, tokenizer, prefill_chunk: int | None,
                  sizes: dict[str, int], measure: Measure | None,
                  progress: Callable[[str], None]) -> tuple[Graph, Callable[[Path], dict], PassRecord]:
-    """Sparsify ``graph`` for ``target``; returns it, the writer of the manifest's ``sparsity`` section
-    and the pass record."""
+    """Sparsify ``graph`` for ``target`` (the kept values quantized when ``quant`` is a format
+    ``check_request`` accepts); returns it, the writer of the manifest's ``sparsity`` section and
+    the pass record."""
     from llmc.codegen.devices import for_target
     from llmc.passes.quantize.apply import _tokenize, _vocab
     from llmc.passes.quantize.calibration import DEFAULT_LENGTH, DEFAULT_SAMPLES, load_calibration
 
     start, nodes_before = time.perf_counter(), len(graph.nodes)
-    check_request(options, target, calibration=calibration, quant=quant)
+    grid = check_request(options, target, calibration=calibration, quant=quant, quant_method=quant_method)
     check_graph(graph, options)
     data = None
     if calibration is not None and options.needs_calibration:
@@ -51,9 +53,9 @@ def sparsify_for(graph: Graph, target, target_options, *, options: SparsityOptio
     if measure is None and target.name == "cpu":
         from llmc.passes.sparsity.bench import measure
     graph, records = sparsify(graph, options, data, target=target.name, sizes=at, device=device, measure=measure,
-                              progress=progress)
+                              grid=grid, progress=progress)
     section = {
-        "options": options.to_json(), "target": target.name, "sizes": at,
+        "options": options.to_json(), "quant": quant if grid is not None else None, "target": target.name, "sizes": at,
         "device": None if device is None else device.name,
         "calibration": None if data is None else {"source": data.source, "tokens": data.tokens},
         "layers": [r.to_json() for r in records],

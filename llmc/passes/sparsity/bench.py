@@ -2,8 +2,9 @@
 built for this machine and timed at the artifact's sizes, cached so later compiles do not re-time.
 
 ``measure(stored, sizes)`` builds, per size, two one-op graphs with an input of ``rows`` x K:
-``linear`` over a random dense [N, K] matrix, and the stored op over a random matrix of the same
-shape, storage and density (the kernels' speed depends on those, not on the values). Each is compiled for the cpu target as an artifact would be and timed with the
+``linear`` over a random dense [N, K] matrix (packed on the same grid when the kept values are
+quantized), and the stored op over a random matrix of the same shape, storage, density and grid
+(the kernels' speed depends on those, not on the values). Each is compiled for the cpu target as an artifact would be and timed with the
 Relax VM's ``time_evaluator``: the median of ``REPEATS`` calls, each after the weights were
 flushed from the CPU caches (``cache_flush_cpu_non_first_arg``). A decode step streams every
 weight of the model from memory, so a kernel timed with its weights hot in L2 would favour
@@ -66,21 +67,17 @@ def _time(stored: Stored, rows: list[int]) -> dict[int, dict[str, float]]:
     rng = np.random.default_rng(0)
     n, k = stored.shape
     dense = rng.standard_normal((n, k)).astype(np.float32)
-    pruned = store(_like(dense, stored, rng), _pattern(stored))
+    pruned = store(_like(dense, stored, rng), stored.pattern, stored.grid)
     out: dict[int, dict[str, float]] = {r: {} for r in rows}
     with tempfile.TemporaryDirectory(prefix="llmc-sparse-bench-") as folder:
         for r in rows:  # static rows, as each entry of a generation artifact is compiled (decode: seq = 1)
-            for name, graph in (("dense", _graph(dense, None, r)), ("sparse", _graph(None, pruned, r))):
+            for name, graph in (("dense", _graph(dense, None, r, stored.grid)), ("sparse", _graph(None, pruned, r))):
                 art = llmc.compile(graph, target="cpu", output=Path(folder) / f"{name}{r}")
                 session = Session(art.path)
                 timer = session.vm.time_evaluator("main", session.device, number=1, repeat=REPEATS, f_preproc=FLUSH)
                 x = session._to_device(rng.standard_normal((1, r, k)).astype(np.float32), session.spec["inputs"][0], {})
                 out[r][name] = float(np.median(timer(x, *session.params).results))
     return out
-
-
-def _pattern(stored: Stored) -> str:
-    return stored.label() if stored.storage == "nm" else "unstructured"
 
 
 def _like(w: np.ndarray, stored: Stored, rng) -> np.ndarray:
@@ -94,13 +91,19 @@ def _like(w: np.ndarray, stored: Stored, rng) -> np.ndarray:
     return np.where(rng.random(w.shape) < stored.density, w, 0.0).astype(np.float32)
 
 
-def _graph(dense: np.ndarray | None, stored: Stored | None, rows: int):
+def _graph(dense: np.ndarray | None, stored: Stored | None, rows: int, grid=None):
     from llmc.ir import DType, Graph, TensorType
+    from llmc.ir.packing import quantize
 
     k = (dense if dense is not None else np.empty(stored.shape)).shape[1]
     g = Graph("sparsity_bench")
     x = g.add_input("x", TensorType(DType.f32, (1, rows, k)))
-    if stored is None:
+    if stored is None and grid is not None:  # the dense weight packed on the grid, as the quantization pass stores it
+        q = quantize(dense, grid)
+        tensors = [g.add_const(f"weight.{i}", t) for i, t in enumerate([q.words, q.scale, q.minimum])]
+        w = g.call("dequantize_packed", *tensors, bits=grid.bits, group=grid.group, k=q.k)
+        y = g.call("linear", x, w)
+    elif stored is None:
         y = g.call("linear", x, g.add_const("weight", dense))
     else:
         attrs = {**stored.attrs, **({"kernel": "sparse"} if stored.op != "linear_csr" else {})}

@@ -9,6 +9,9 @@ decision compares
 - on the cpu, the measured time of the two kernels built at those sizes (``bench.measure``,
   cached under ``$LLMC_CACHE``; tests pass their own ``measure``).
 
+A weight whose kept values are quantized (``linear_nm_q``) is compared with the dense weight
+packed on the same grid (what the quantization pass would store), not with float32.
+
 The sparse kernel is applied only where both say it is faster at every size. Otherwise the
 weight is "not applied: no speedup on TARGET at these sizes": under ``--sparsity-for speed`` it
 keeps its dense weights; under ``size`` it is stored compressed anyway and expanded at load time
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 from llmc.codegen.cost import roofline
 from llmc.ir.dtypes import DType
 from llmc.ir.ops import registry
+from llmc.ir.ops.registry import Cost
 from llmc.ir.types import TensorType
 from llmc.passes.sparsity.storage import Stored
 
@@ -45,10 +49,12 @@ class Decision:
 
 
 def predict(stored: Stored, rows: int, device) -> dict[str, float]:
-    """Roofline seconds of the dense ``linear`` and of the sparse op for ``rows`` input rows."""
+    """Roofline seconds of the dense ``linear`` (its weight at ``stored.dense_nbytes``) and of the
+    sparse op for ``rows`` input rows."""
     n, k = stored.shape
     x, y = TensorType(DType.f32, (rows, k)), TensorType(DType.f32, (rows, n))
     dense = registry.get("linear").cost([x, TensorType(DType.f32, (n, k))], [y], {})
+    dense = Cost(dense.flops, dense.bytes - n * k * 4 + stored.dense_nbytes)
     types = [x, *(TensorType(DType.from_numpy(t.dtype), t.shape) for t in stored.tensors.values())]
     attrs = {**stored.attrs, **({"kernel": "sparse"} if stored.op != "linear_csr" else {})}
     sparse = registry.get(stored.op).cost(types, [y], attrs)

@@ -23,13 +23,14 @@ import re
 from dataclasses import asdict, dataclass
 
 from llmc.errors import InputError, PassError, TargetError
+from llmc.ir.packing import Grid
 from llmc.passes.sparsity.prune import UNSTRUCTURED, parse_pattern
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
 GOALS = ("speed", "size")
 SCOPES = ("layer", "global")
 MAX_GROUP = 255  # N:M positions are stored in one byte
-SPARSE_OPS = ("linear_nm", "linear_bitmap")  # what a target must lower to run sparse weights
+SPARSE_OPS = ("linear_nm", "linear_nm_q", "linear_bitmap")  # what a target must lower to run sparse weights
 
 
 @dataclass(frozen=True)
@@ -81,9 +82,10 @@ class SparsityOptions:
         return {**asdict(self), "density": self.density}
 
 
-def check_request(options: SparsityOptions, target, *, calibration, quant) -> None:
+def check_request(options: SparsityOptions, target, *, calibration, quant, quant_method: str = "rtn") -> Grid | None:
     """Refuse what this compile cannot do, before calibration: a target that runs no sparse
-    weights, a method without its data, sparsity together with quantization."""
+    weights, a method without its data, a quantization the pruned weights cannot take
+    (``quant_grid``). Returns the grid of the pruned weights' kept values, if quantized."""
     ops = target.supported_ops()  # None: every registered op (the interpreter), or undeclared (npu)
     missing = [op for op in SPARSE_OPS if ops is not None and op not in ops]
     if missing or (ops is None and target.name != "reference"):
@@ -92,9 +94,31 @@ def check_request(options: SparsityOptions, target, *, calibration, quant) -> No
     if options.needs_calibration and calibration is None:
         raise InputError(f"--sparsity-method {options.method} needs calibration data (input activations)",
                          hint="add --calibration builtin (or a .txt/.npz file), or use --sparsity-method magnitude")
-    if quant:
-        raise PassError("sparsity with quantization is not built yet (the quantizer would refill pruned weights)",
-                        hint="use --sparsity or --quant, not both; docs/passes/sparsity.md describes the plan")
+    return quant_grid(options, quant, quant_method) if quant else None
+
+
+SPARSE_QUANT = "N:M (2:4, 4:8) with a 4-bit weight-only format (w4g32, w4g128, ...) rounded by rtn"
+
+
+def quant_grid(options: SparsityOptions, quant, method: str) -> Grid:
+    """The grid the kept values of N:M weights are quantized to, for ``--quant`` with ``--sparsity``:
+    only a plain 4-bit weight-only format by round-to-nearest (what ``linear_nm_q`` runs)."""
+    from llmc.passes.quantize.formats import Format
+
+    def refuse(what: str, hint: str):
+        raise PassError(f"sparsity with quantization is built for {SPARSE_QUANT}; {what} is not",
+                        hint=hint + " (docs/passes/sparsity.md)")
+
+    if not isinstance(quant, str) or quant == "mixed":
+        refuse("a recipe or --quant mixed", "give one format with --quant, e.g. w4g128")
+    fmt = Format.parse(quant)
+    if options.pattern == UNSTRUCTURED:
+        refuse(f"unstructured sparsity with {fmt.label}", "use --sparsity-pattern 2:4 or 4:8")
+    if fmt.grid is None or fmt.act8 or fmt.outliers or fmt.grid.bits != 4:
+        refuse(f"format {fmt.label}", "use --quant w4g128 or w4g32")
+    if method != "rtn":
+        refuse(f"--quant-method {method} (GPTQ/AWQ over the kept columns is not built)", "use --quant-method rtn")
+    return fmt.grid
 
 
 def check_shapes(options: SparsityOptions, weights: dict[str, tuple[int, int, str]]) -> None:

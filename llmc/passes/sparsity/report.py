@@ -13,19 +13,22 @@ def _us(times: dict | None, size: str) -> str:
 
 
 def sparsity_table(section: dict) -> Table:
-    """One row per pruned weight: storage, density, error, bytes, the decision and the kernel
-    times behind it (dense / sparse microseconds, measured on the cpu, else predicted)."""
+    """One row per pruned weight: storage, density, format of the kept values, error, bytes (the
+    composed size for sparse + low-bit), the decision and the kernel times behind it (dense /
+    sparse microseconds, measured on the cpu, else predicted)."""
     sizes = list(section["sizes"])
     rows = []
     for r in section["layers"]:
         times = r["measured"] or r["predicted"]
         rows.append([r["origin"], str(r["layer"] if r["layer"] is not None else "-"), r["storage"],
-                     f"{r['density']:.3f}", f"{r['error']:.2e} ({r['metric']})", nbytes(r["bytes"]),
+                     f"{r['density']:.3f}", r.get("format") or "float32", f"{r['error']:.2e} ({r['metric']})",
+                     nbytes(r["bytes"]),
                      r["kernel"] or "dense weights", r["reason"], *(_us(times, s) for s in sizes)])
     opts = section["options"]
-    title = (f"sparsity: {opts['method']} {opts['pattern']} at density {opts['density']:g} for {opts['goal']} on "
-             f"{section['target']}; {section['applied']} of {len(section['layers'])} weights run a sparse kernel, "
+    quant = f" + {section['quant']}" if section.get("quant") else ""
+    title = (f"sparsity: {opts['method']} {opts['pattern']}{quant} at density {opts['density']:g} for "
+             f"{opts['goal']} on {section['target']}; {section['applied']} of {len(section['layers'])} weights run a sparse kernel, "
              f"{section['stored_sparse']} stored compressed; {nbytes(section['bytes'])} of pruned-layer weights, "
              f"{section['bytes'] / max(section['float_bytes'], 1):.3f}x float32")
-    return Table(title, ["weight", "layer", "storage", "density", "error", "bytes", "kernel", "decision",
+    return Table(title, ["weight", "layer", "storage", "density", "format", "error", "bytes", "kernel", "decision",
                          *(f"{s} us dense/sparse (rows {section['sizes'][s]})" for s in sizes)], rows)
