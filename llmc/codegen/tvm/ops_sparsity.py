@@ -1,4 +1,4 @@
-"""``linear_nm`` and ``linear_bitmap`` (``llmc.ir.ops.sparsity``) as TE kernels.
+"""``linear_nm``, ``linear_nm_q`` and ``linear_bitmap`` (``llmc.ir.ops.sparsity``) as TE kernels.
 
 ``kernel="sparse"``:
 
@@ -9,6 +9,9 @@
   A prefill chunk instead expands each reduction step's panel once (n selects per weight) and
   shares it between the rows of the register tile (the ``Dense`` rule's weight stage, like a
   packed low-bit weight), since per-row gathers cost far more than the dense product there.
+- N:M with quantized values (``linear_nm_q``): the same kernels, reading each kept value as its
+  4-bit code dequantized with its group's scale and minimum (``ops_quant.dequant_at``) and each
+  index as a field of its packed word; pruned weights are never decoded.
 - bitmap: a reduction over every k of ``bit(o, k) ? values[pos(o, k)] * x[.., k] : 0`` where
   ``pos`` is the row offset plus the set bits before k: the set bits of the earlier words of the
   row (``word_base``, computed at load time from the mask) and a ``popcount`` inside the word.
@@ -29,7 +32,7 @@ from tvm import te, tirx
 from tvm.relax import op as R
 
 from llmc.codegen.tvm.ops_linalg import _float_panel, _packed_dense, nt_matmul
-from llmc.codegen.tvm.ops_quant import dequant_at, one_row_per_batch
+from llmc.codegen.tvm.ops_quant import _at, dequant_at, one_row_per_batch
 from llmc.codegen.tvm.registry import lowers
 from llmc.ir.dtypes import DType
 from llmc.ir.ops.sparsity import WORD, index_grid, values_grid
@@ -77,7 +80,6 @@ def _lower_nm(ctx, node, x, tensors, bias, value_at, index_at):
         return _nm_at(ts, lead, kk, n, m, value_at, index_at, dtype)
 
     if node.attrs["kernel"] == "dense":
-
         dtype = ctx.dtype(DType.f32)  # the compute dtype (float16 with cuda --dtype float16)
 
         def expand(*ts):
@@ -125,11 +127,6 @@ def _nm_at(tensors, lead, kk, n: int, m: int, value_at, index_at, dtype: str) ->
         kept = tirx.Select(index_at(tensors, lead, slot) == kk % m, value, tirx.const(0.0, dtype))
         total = kept if total is None else total + kept
     return total
-
-
-def _at(tensor, lead, last):
-    """Element of an [N, X] tensor, or of its panels [N/P, X, P] when ``lead`` is (jo, ji)."""
-    return tensor[lead[0], last] if len(lead) == 1 else tensor[lead[0], last, lead[1]]
 
 
 @lowers("linear_bitmap")
