@@ -31,6 +31,7 @@ RESULTS = Path(__file__).parent / "results"
 RESULT = RESULTS / "mixed_quality.json"
 PLOT = RESULTS / "mixed_quality.png"
 OUTLIERS = 0.005
+METHODS = ("rtn", "gptq")
 UNIFORM = ("w3g128:rtn", "w3g128:gptq", "w3g128+o0.005:rtn", "w4g128:rtn", "w4g128:gptq")
 
 
@@ -54,33 +55,44 @@ def prepared_graph(graph, target: str):
 
 
 def sensitivities(graph, tgt, calibration):
+    """The candidates' sensitivities per rounding method (``rtn``, and ``gptq``: GPTQ's local errors),
+    both scaled by one set of end-to-end gains, as ``--quant mixed`` measures them."""
     from llmc.codegen import devices
+    from llmc.passes.quantize.endtoend import gains, weigh
     from llmc.passes.quantize.sensitivity import candidates, measure, table
 
     formats = candidates(set(tgt.quant_formats()), (OUTLIERS,))
-    rows = table(graph, formats, devices.get("cpu"))
     start = time.perf_counter()
-    measure(graph, calibration, rows)
-    log(f"  sensitivities of {len(formats)} formats x {len(rows)} weights in {time.perf_counter() - start:.0f} s")
-    return rows
+    tables = {}
+    for method in METHODS:
+        tables[method] = table(graph, formats, devices.get("cpu"))
+        measure(graph, calibration, tables[method], how="output", method=method)
+    gain = gains(graph, calibration, tables["rtn"])
+    for rows in tables.values():
+        weigh(rows, gain)
+    seconds = time.perf_counter() - start
+    log(f"  sensitivities of {len(formats)} formats x {len(gain)} weights ({', '.join(METHODS)}) in {seconds:.0f} s")
+    return tables, {"measure": "end-to-end", "seconds": round(seconds, 1),
+                    "gains": {r.key: r.gain for r in tables["rtn"]}}
 
 
-def allocations(rows, bits: float) -> dict[str, dict]:
-    """Recipe, predicted average bits and total sensitivity of each allocator at ``bits``."""
+def allocations(rows, bits: float, method: str) -> dict[str, dict]:
+    """Recipe, predicted average bits and total sensitivity of each allocator at ``bits`` (outliers with RTN only)."""
     from llmc.passes.quantize.allocate import Budget, bracket, greedy, recipe, solve
     from llmc.passes.quantize.sensitivity import Row
 
     budget = Budget("avg_bits", bits)
     plain = [Row(r.weight, r.key, r.origin, r.layer, r.shape, r.group, [c for c in r.choices if not c.format.outliers])
              for r in rows]
+    solvers = (("llmc", plain, None), ("llmc+outliers", rows, None), ("greedy", plain, "greedy"))
     out = {}
-    for name, table_, solver in (("llmc", plain, None), ("llmc+outliers", rows, None), ("greedy", plain, "greedy")):
+    for name, table_, solver in solvers if method == "rtn" else [s for s in solvers if s[0] != "llmc+outliers"]:
         if solver == "greedy":
             low, high = bracket([c.format for c in plain[0].choices], plain, budget)
             choice, name = greedy(plain, budget, low, high), f"greedy {low.name}/{high.name}"
         else:
             choice = solve(table_, budget)
-        out[name] = {"recipe": recipe(table_, choice, "rtn").to_json(), "predicted_avg_bits": budget.spend(table_, choice),
+        out[name] = {"recipe": recipe(table_, choice, method).to_json(), "predicted_avg_bits": budget.spend(table_, choice),
                      "total_sensitivity": sum(choice[r.weight].error for r in table_)}
     return out
 
@@ -88,21 +100,19 @@ def allocations(rows, bits: float) -> dict[str, dict]:
 # -- evaluation ---------------------------------------------------------------------------------
 
 
-def variants(rows, bits_list) -> list[tuple[str, float | None, dict, dict]]:
+def variants(tables, bits_list) -> list[tuple[str, float | None, dict, dict]]:
     """(label, target bits, compile options, facts) in the order they are evaluated."""
     out = []
     for bits in bits_list:
-        for name, facts in allocations(rows, bits).items():
-            for method in ("rtn", "gptq"):
-                if method == "gptq" and "outliers" in name:
-                    continue
-                out.append((f"{name}:{method}@{bits:g}", bits, {"recipe": {**facts["recipe"], "method": method}},
+        for method in METHODS:
+            for name, facts in allocations(tables[method], bits, method).items():
+                out.append((f"{name}:{method}@{bits:g}", bits, {"recipe": facts["recipe"]},
                             {k: v for k, v in facts.items() if k != "recipe"}))
     for uniform in UNIFORM:
         fmt, method = uniform.split(":")
         out.append((uniform, None, {"quant": fmt, "quant_method": method}, {}))
-    first = [v for v in out if v[1] == 3.5 or v[0].startswith("w3g128")]  # the 3.5-bit comparison first
-    return sorted(first, key=lambda v: "gptq" in v[0]) + [v for v in out if v not in first]
+    # round to nearest first (the 3.5-bit comparison and uniform W3 leading), then GPTQ
+    return sorted(out, key=lambda v: ("gptq" in v[0], v[1] != 3.5 and not v[0].startswith("w3g128")))
 
 
 def smollm2(args, results, save) -> None:
@@ -116,11 +126,12 @@ def smollm2(args, results, save) -> None:
     graph, tgt = prepared_graph(lm.graph, args.target)
     calibration = load_calibration(graph, "builtin", tokenizer=_tokenize(lm.save_tokenizer), vocab=_vocab(graph),
                                    samples=args.samples, length=args.length)
-    rows = sensitivities(graph, tgt, calibration)
+    tables, measured = sensitivities(graph, tgt, calibration)
     out = results.setdefault("smollm2", {"metric": f"perplexity, offline eval corpus, window {args.window} stride "
                                                    f"{args.stride}, at most {args.max_tokens} tokens; calibration builtin "
                                                    f"{args.samples} x {args.length} tokens"})
-    todo = [v for v in [("float", None, {}, {})] + variants(rows, args.bits) if _wanted(v[0], args)]
+    out["sensitivity"] = measured
+    todo = [v for v in [("float", None, {}, {})] + variants(tables, args.bits) if _wanted(v[0], args)]
     with tempfile.TemporaryDirectory(prefix="llmc-mq-") as tmp:
         for label, bits, options, facts in todo:
             if label in out:
@@ -160,9 +171,9 @@ def minilm(args, results, save) -> None:
     with tempfile.TemporaryDirectory(prefix="llmc-mq-") as tmp:
         np.savez(f"{tmp}/calib.npz", **calib)
         graph, tgt = prepared_graph(load_model(str(minilm_folder()), input_shapes=shapes), args.target)
-        rows = sensitivities(graph, tgt, load_calibration(graph, f"{tmp}/calib.npz"))
+        tables, out["sensitivity"] = sensitivities(graph, tgt, load_calibration(graph, f"{tmp}/calib.npz"))
         reference = None
-        for label, bits, options, facts in [v for v in [("float", None, {}, {})] + variants(rows, args.bits)
+        for label, bits, options, facts in [v for v in [("float", None, {}, {})] + variants(tables, args.bits)
                                              if _wanted(v[0], args)]:
             if options:
                 options = {**options, "calibration": f"{tmp}/calib.npz"}

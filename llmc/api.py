@@ -141,7 +141,7 @@ def compile(
     prefill_chunk: int | None = None,
     all_logits: bool = False,
     quant: str | None = None,
-    quant_method: str = "rtn",
+    quant_method: str | None = None,
     recipe: str | Path | dict | None = None,
     calibration: str | Path | None = None,
     calibration_samples: int | None = None,
@@ -178,7 +178,7 @@ def compile(
     manifest's flops estimates (default 1). ``progress`` is called with a line per step.
     ``quant`` (a format: ``w4g128``, ``w8``, ``w8a8``, ...; ``llmc.passes.quantize.formats``) and/or
     ``recipe`` (per-node overrides) quantize the weights with ``quant_method`` (``rtn``, ``gptq``,
-    ``awq``) on ``calibration`` data (``builtin``, a .txt or an .npz file; ``calibration_samples``
+    ``awq``; None: ``gptq`` for ``quant="mixed"``, else ``rtn``) on ``calibration`` data (``builtin``, a .txt or an .npz file; ``calibration_samples``
     windows of ``calibration_length`` tokens). Recipes and calibration data are checked before
     any calibration runs.
     ``memory_budget`` (bytes, or text such as ``"160MiB"``) schedules a generation step into layer
@@ -200,6 +200,7 @@ def compile(
     """
     tgt = get_target(target)
     options = tgt.make_options(**target_options)
+    quant_method = quant_method or ("gptq" if quant == "mixed" else "rtn")
     sparse = _sparsity(tgt, sparsity, sparsity_pattern, sparsity_method, sparsity_for, sparsity_scope, calibration,
                        quant or recipe, quant_method)
     level = str(opt_level or tgt.default_level)

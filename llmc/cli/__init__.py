@@ -132,7 +132,8 @@ def _quant_flags(p: argparse.ArgumentParser) -> None:
     q = p.add_argument_group("quantization")
     q.add_argument("--quant", metavar="FORMAT", help="weight format: w8, w4g32, w4g128, w3g128, w2g64, w8a8, fp16 "
                    "(+oFRACTION keeps outliers, e.g. w3g128+o0.005), or mixed (chosen per weight under a budget)")
-    q.add_argument("--quant-method", default="rtn", choices=METHODS, help="how weights are rounded")
+    q.add_argument("--quant-method", choices=METHODS,
+                   help="how weights are rounded (default rtn; gptq with --quant mixed)")
     q.add_argument("--recipe", metavar="RECIPE.json", help='per-node formats, as JSON or a file of it: {"default": "w4g128", "override": {...}}')
     q.add_argument("--calibration", metavar="builtin|FILE.txt|FILE.npz", help="calibration data (gptq and awq need it)")
     q.add_argument("--calibration-samples", type=int, metavar="N", help="samples cut from a calibration text (default 32)")

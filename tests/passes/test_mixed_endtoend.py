@@ -73,3 +73,20 @@ def test_a_step_graph_is_scored_by_kl_at_every_position():
         assert np.isfinite(kl) and kl > 0
         assert last_only[name] == pytest.approx(kl, rel=1e-5)
     assert lines and all("(KL " in line for line in lines)
+
+
+def test_gptq_rounding_is_measured_when_the_recipe_rounds_with_gptq():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(256, 64, bias=False).eval()
+    x = np.random.default_rng(3).standard_normal((4, 16, 256)).astype(np.float32)
+    x[..., :8] *= 10.0  # a few strong input channels: GPTQ's compensation pays
+    graph = load_model(layer, example_inputs=(torch.from_numpy(x),))
+    calibration = Calibration({graph.inputs[0].name: x}, "test")
+    errors = {}
+    for method in ("rtn", "gptq"):
+        rows = table(graph, candidates(FORMATS), devices.get("h100"))
+        measure(graph, calibration, rows, how="output", method=method)
+        errors[method] = {c.format.label: c.error for c in rows[0].choices}
+    for label in ("w4g128", "w3g128", "w2g64"):
+        assert errors["gptq"][label] < 0.9 * errors["rtn"][label]
+    assert errors["gptq"]["fp16"] == errors["rtn"]["fp16"]

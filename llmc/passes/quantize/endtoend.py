@@ -23,7 +23,8 @@ squared error and that the weights' effects add.
 
 Cost: one float run, and for each weight one run of the graph from the weight's first reader on
 (the values live at that point are the float run's), so weights of late layers cost little. The
-sample is the first calibration rows, up to ``tokens`` tokens (default 256).
+sample is the first calibration rows, up to ``tokens`` tokens (default 256; every row where the
+graph's batch size is static).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def gains(graph: Graph, calibration: Calibration, rows: list[Row], *, tokens: in
           progress: Callable[[str], None] | None = None) -> dict[str, float]:
     """Each row's gain: output error over local error with only its weight in the probe format."""
     fmt = probe_format(rows)
-    run = _Runner(graph, _sample(calibration, tokens))
+    run = _Runner(graph, _sample(graph, calibration, tokens))
     starts: dict[int, list[Row]] = {}
     for row in rows:
         starts.setdefault(run.first_reader(row.weight), []).append(row)
@@ -84,8 +85,11 @@ def weigh(rows: list[Row], gain: dict[str, float]) -> None:
             choice.error = row.gain * choice.error
 
 
-def _sample(calibration: Calibration, tokens: int) -> dict[str, np.ndarray]:
-    """The first calibration rows holding at most ``tokens`` tokens (axis 1 of the first input; at least one row)."""
+def _sample(graph: Graph, calibration: Calibration, tokens: int) -> dict[str, np.ndarray]:
+    """The first calibration rows holding at most ``tokens`` tokens (axis 1 of the first input; at
+    least one row); every row where the graph's batch axis is static."""
+    if any(v.type.shape and isinstance(v.type.shape[0], int) for v in graph.inputs if v.name in calibration.inputs):
+        return calibration.inputs
     first = next(iter(calibration.inputs.values()))
     per_row = int(first.shape[1]) if first.ndim > 1 else 1
     keep = max(1, tokens // max(per_row, 1))
@@ -111,6 +115,7 @@ class _Runner:
         for v in self.outputs:
             self.last[id(v)] = len(self.order)
         self.float_out: list[np.ndarray] | None = None
+        self._x = self._lse = self._p = None  # the float run's logits, their logsumexp and probabilities
 
     def _last_position_slice(self) -> set[int]:
         """The slice to the last position between the final norm and the output projection, if any."""
@@ -159,19 +164,23 @@ class _Runner:
 
     def compare(self, outs: list[np.ndarray]) -> float:
         """The output error of ``outs`` against the float run's (KL or relative squared error)."""
-        if self.metric == "KL":
-            ref = self.float_out[0].astype(np.float64).reshape(-1, self.float_out[0].shape[-1])
-            new = outs[0].astype(np.float64).reshape(ref.shape)
-            log_p, log_q = _log_softmax(ref), _log_softmax(new)
-            return float(np.mean(np.sum(np.exp(log_p) * (log_p - log_q), axis=-1)))
+        if self.metric == "KL":  # sum_j p_j (log p_j - log q_j) = sum_j p_j (x_j - y_j) - (lse(x) - lse(y))
+            if self._p is None:
+                self._x = self.float_out[0].reshape(-1, self.float_out[0].shape[-1]).astype(np.float32)
+                self._lse = _logsumexp(self._x)
+                self._p = np.exp(self._x - self._lse[:, None]).astype(np.float32)
+            y = outs[0].reshape(self._x.shape).astype(np.float32)
+            rows = np.einsum("ij,ij->i", self._p, self._x - y, dtype=np.float64) - (self._lse - _logsumexp(y))
+            return float(np.mean(rows))
         num = sum(float(np.sum((o.astype(np.float64) - r) ** 2)) for o, r in zip(outs, self.float_out))
         den = sum(float(np.sum(r.astype(np.float64) ** 2)) for r in self.float_out)
         return num / max(den, _TINY)
 
 
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x - x.max(axis=-1, keepdims=True)
-    return x - np.log(np.sum(np.exp(x), axis=-1, keepdims=True))
+def _logsumexp(x: np.ndarray) -> np.ndarray:
+    """Per row, in float64."""
+    top = x.max(axis=-1)
+    return top + np.log(np.sum(np.exp(x - top[:, None]), axis=-1, dtype=np.float64))
 
 
 def _ancestors(outputs) -> set[int]:

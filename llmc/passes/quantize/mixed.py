@@ -73,7 +73,7 @@ def plan(graph: Graph, target, device: Device, budget: Budget | None, *, method:
         progress(f"grouped outlier channels of {sum(m['reordered'] for m in moved)} of {len(moved)} linear groups")
         rows = _renamed(graph, rows, formats, device)
     progress(f"measuring {len(formats)} formats on {len(rows)} weights ({how})")
-    measure(graph, calibration, rows, how=how, progress=progress)
+    measure(graph, calibration, rows, how=how, method=method, progress=progress)
     choice = solve(rows, budget, tie_groups=tie_groups)
     chosen = recipe(rows, choice, method)
     low, high = bracket(formats, rows, budget)

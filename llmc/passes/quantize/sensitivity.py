@@ -136,9 +136,12 @@ def table(graph: Graph, formats: list[Format], device: Device) -> list[Row]:
 
 
 def measure(graph: Graph, calibration: Calibration, rows: list[Row], *, how: str = "end-to-end",
-            progress: Callable[[str], None] | None = None) -> None:
+            method: str = "rtn", progress: Callable[[str], None] | None = None) -> None:
     """Fill in every candidate's error (see the module docstring), streaming ``calibration`` once;
-    ``end-to-end`` then scales each weight's ``output`` errors by its gain (``endtoend``)."""
+    ``end-to-end`` then scales each weight's ``output`` errors by its gain (``endtoend``). With a
+    ``method`` that ends in GPTQ (``gptq``, ``awq+gptq``), the ``output`` errors are those of GPTQ's
+    rounding under the weight's Hessian, which the quantizer will use (RTN's rank formats differently:
+    GPTQ recovers far more at 3 bits than at 2)."""
     if how not in MEASURES:
         raise LLMCError(f"unknown sensitivity measure {how!r}", hint=f"use one of {', '.join(MEASURES)}")
     by_weight = {row.weight: row for row in rows}
@@ -146,6 +149,7 @@ def measure(graph: Graph, calibration: Calibration, rows: list[Row], *, how: str
     done: set[str] = set()
     step = progress or (lambda line: None)
     local = "output" if how == "end-to-end" else how
+    gptq_rounding = method.endswith("gptq") and local == "output"
 
     def hook(node: Node, args: list[np.ndarray]) -> None:
         row = by_weight[node.inputs[1].name]
@@ -153,27 +157,27 @@ def measure(graph: Graph, calibration: Calibration, rows: list[Row], *, how: str
             return
         done.add(row.weight)
         x = np.asarray(args[0], np.float64).reshape(-1, args[0].shape[-1])
-        _errors(row, np.asarray(args[1], np.float32), x, local)
+        _errors(row, np.asarray(args[1], np.float32), x, local, gptq_rounding)
         step(f"sensitivity of {row.origin}: " + ", ".join(f"{c.format.label} {c.error:.1e}" for c in row.choices))
 
     stream(graph, calibration, hooked, hook)
     for row in rows:
         if row.weight not in done:  # no linear reads it (a lookup table): weight error
-            _errors(row, np.asarray(graph.constants[row.weight].const.numpy(), np.float32), None, local)
+            _errors(row, np.asarray(graph.constants[row.weight].const.numpy(), np.float32), None, local, False)
     if how == "end-to-end":
         from llmc.passes.quantize.endtoend import gains, weigh
 
         weigh(rows, gains(graph, calibration, rows, progress=progress))
 
 
-def _errors(row: Row, w: np.ndarray, x: np.ndarray | None, how: str) -> None:
+def _errors(row: Row, w: np.ndarray, x: np.ndarray | None, how: str, gptq_rounding: bool) -> None:
     """Each candidate's relative (squared) error on inputs ``x`` (rows of activations), or on the weights."""
     from llmc.passes.quantize.gptq import output_error
 
     hessian = None if x is None else (x.T @ x) / max(len(x), 1)
     h_diag = None if hessian is None else np.diag(hessian).copy()
     for choice in row.choices:
-        approx = approximate(w, choice.format, h_diag)
+        approx = approximate(w, choice.format, h_diag, hessian if gptq_rounding else None)
         if hessian is None:
             choice.error = float(np.sum((approx - w) ** 2) / max(float(np.sum(w.astype(np.float64) ** 2)), 1e-30))
         elif how == "output":
@@ -183,13 +187,18 @@ def _errors(row: Row, w: np.ndarray, x: np.ndarray | None, how: str) -> None:
             choice.error = float(col @ h_diag / max(float(np.sum(w.astype(np.float64) ** 2, axis=0) @ h_diag), 1e-30))
 
 
-def approximate(w: np.ndarray, fmt: Format, h_diag: np.ndarray | None) -> np.ndarray:
-    """The float32 matrix ``w`` becomes in ``fmt`` (RTN, outliers split off)."""
+def approximate(w: np.ndarray, fmt: Format, h_diag: np.ndarray | None, hessian: np.ndarray | None = None
+                ) -> np.ndarray:
+    """The float32 matrix ``w`` becomes in ``fmt`` (RTN, or GPTQ under ``hessian``; outliers split off)."""
+    from llmc.passes.quantize.gptq import gptq
+
     if fmt.grid is None:
         return w.astype(np.float16).astype(np.float32)
+    rounding = ((lambda dense: gptq(dense, hessian, fmt.grid)) if hessian is not None else
+                (lambda dense: _Rounded(dense, fmt.grid)))
     if fmt.outliers:
-        return split(w, fmt.grid, fmt.outliers, h_diag, lambda dense: _Rounded(dense, fmt.grid)).dequantize()
-    return _Rounded(w, fmt.grid).dequantize()
+        return split(w, fmt.grid, fmt.outliers, h_diag, rounding).dequantize()
+    return rounding(w).dequantize()
 
 
 class _Rounded:
