@@ -6,8 +6,9 @@ Three steps, in order:
    and bias at compile time (``fold.py``).
 2. ``horizontal``: linears reading the same input become one product over concatenated
    weights (q/k/v, gate/up; ``horizontal.py``).
-3. vertical rules (``rules.py``: ``glu``, ``epilogue``, ``residual_norm``, ``conv_epilogue``):
-   a group of nodes becomes one ``fused`` node, which the TVM targets compile as one kernel.
+3. vertical rules (``rules.py``: ``glu``, ``epilogue``, ``residual_norm``, ``conv_epilogue``,
+   ``layout``): a group of nodes becomes one ``fused`` node, which the TVM targets compile as one
+   kernel.
 
 A vertical group is applied only when the target can make it one kernel (``legality``:
 reductions, outputs, epilogue ops) and the roofline cost model predicts it saves time on the
