@@ -55,10 +55,12 @@ def prepared_graph(graph, target: str):
 
 
 def sensitivities(graph, tgt, calibration):
-    """The candidates' sensitivities per rounding method (``rtn``, and ``gptq``: GPTQ's local errors),
-    both scaled by one set of end-to-end gains, as ``--quant mixed`` measures them."""
+    """The candidates' sensitivities per rounding method (``rtn``, and ``gptq``: GPTQ's local errors on
+    held-out rows), as ``--quant mixed`` measures them by default: for an LLM both scaled by one set
+    of end-to-end gains, for MiniLM the local errors."""
     from llmc.codegen import devices
     from llmc.passes.quantize.endtoend import gains, weigh
+    from llmc.passes.quantize.mixed import default_measure
     from llmc.passes.quantize.sensitivity import candidates, measure, table
 
     formats = candidates(set(tgt.quant_formats()), (OUTLIERS,))
@@ -67,13 +69,15 @@ def sensitivities(graph, tgt, calibration):
     for method in METHODS:
         tables[method] = table(graph, formats, devices.get("cpu"))
         measure(graph, calibration, tables[method], how="output", method=method)
-    gain = gains(graph, calibration, tables["rtn"])
-    for rows in tables.values():
-        weigh(rows, gain)
+    how = default_measure(graph)
+    if how == "end-to-end":
+        gain = gains(graph, calibration, tables["rtn"])
+        for rows in tables.values():
+            weigh(rows, gain)
     seconds = time.perf_counter() - start
-    log(f"  sensitivities of {len(formats)} formats x {len(gain)} weights ({', '.join(METHODS)}) in {seconds:.0f} s")
-    return tables, {"measure": "end-to-end", "seconds": round(seconds, 1),
-                    "gains": {r.key: r.gain for r in tables["rtn"]}}
+    log(f"  {how} sensitivities of {len(formats)} formats x {len(tables['rtn'])} weights ({', '.join(METHODS)}) "
+        f"in {seconds:.0f} s")
+    return tables, {"measure": how, "seconds": round(seconds, 1), "gains": {r.key: r.gain for r in tables["rtn"]}}
 
 
 def allocations(rows, bits: float, method: str) -> dict[str, dict]:
@@ -111,8 +115,8 @@ def variants(tables, bits_list) -> list[tuple[str, float | None, dict, dict]]:
     for uniform in UNIFORM:
         fmt, method = uniform.split(":")
         out.append((uniform, None, {"quant": fmt, "quant_method": method}, {}))
-    # round to nearest first (the 3.5-bit comparison and uniform W3 leading), then GPTQ
-    return sorted(out, key=lambda v: ("gptq" in v[0], v[1] != 3.5 and not v[0].startswith("w3g128")))
+    # the 3.5-bit comparison and uniform W3 first (round to nearest, then GPTQ), then the other budgets
+    return sorted(out, key=lambda v: (v[1] != 3.5 and not v[0].startswith("w3g128"), "gptq" in v[0]))
 
 
 def smollm2(args, results, save) -> None:

@@ -152,7 +152,7 @@ def compile(
     weight_budget: str | None = None,
     latency_budget: str | None = None,
     budget_device: str | None = None,
-    sensitivity: str = "end-to-end",
+    sensitivity: str | None = None,
     outliers: float | None = None,
     reorder_channels: bool = False,
     tie_groups: bool = False,
@@ -187,9 +187,10 @@ def compile(
     ``quant="mixed"`` chooses a format per weight (``llmc.passes.quantize.allocate``) under one budget:
     ``avg_bits`` (stored bits per weight parameter), ``weight_budget`` ("60MiB") or ``latency_budget``
     ("8ms" per decode step on ``budget_device``, default the target's device), by ``sensitivity``
-    (``end-to-end``: each weight's output error scaled by its measured effect on the model's output;
-    ``output``: the local output error alone; ``proxy``: its Hessian-diagonal estimate) on the calibration data; ``outliers`` (a fraction such as 0.005) adds
-    candidates that keep outliers in float16, ``reorder_channels`` groups outlier channels first,
+    (``end-to-end``: each weight's output error scaled by its measured effect on the next-token
+    distribution; ``output``: the local output error alone; ``proxy``: its Hessian-diagonal estimate;
+    None: ``end-to-end`` for LLM generation steps, ``output`` otherwise) on the calibration data;
+    ``outliers`` (a fraction such as 0.005) adds candidates that keep outliers in float16, ``reorder_channels`` groups outlier channels first,
     ``tie_groups`` gives linears that read one input one format.
     ``sparsity`` (the fraction of weights zeroed) and/or ``sparsity_pattern`` (``unstructured``,
     ``2:4``, ``4:8``) prune the linears inside the blocks by ``sparsity_method`` (``magnitude``,

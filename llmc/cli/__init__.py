@@ -142,9 +142,9 @@ def _quant_flags(p: argparse.ArgumentParser) -> None:
     m.add_argument("--avg-bits", type=float, metavar="BITS", help="average stored bits per weight parameter, e.g. 4.25")
     m.add_argument("--weight-budget", metavar="SIZE", help="stored bytes of the quantizable weights, e.g. 60MiB")
     m.add_argument("--latency-budget", metavar="TIME", help="predicted decode step, e.g. 8ms (on --device, e.g. h100)")
-    m.add_argument("--sensitivity", default="end-to-end", choices=("end-to-end", "output", "proxy"),
-                   help="local output error weighted by its measured effect on the model output (default), "
-                        "the local output error alone, or the activation-weighted weight error")
+    m.add_argument("--sensitivity", choices=("end-to-end", "output", "proxy"),
+                   help="local output error weighted by its measured effect on the model output (default for "
+                        "LLMs), the local output error alone (default otherwise), or the activation-weighted weight error")
     m.add_argument("--outliers", type=float, metavar="FRACTION", help="also try keeping this fraction in float16, e.g. 0.005")
     m.add_argument("--reorder-channels", action="store_true", help="group outlier input channels where it folds")
     m.add_argument("--tie-groups", action="store_true", help="one format for the linears that read one input")

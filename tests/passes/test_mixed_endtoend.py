@@ -76,17 +76,22 @@ def test_a_step_graph_is_scored_by_kl_at_every_position():
 
 
 def test_gptq_rounding_is_measured_when_the_recipe_rounds_with_gptq():
+    """GPTQ's errors are measured on calibration rows it was not fitted to: on correlated inputs (as
+    LLM activations are) it beats RTN there; on white noise it cannot, and the measure does not pretend."""
     torch.manual_seed(0)
     layer = torch.nn.Linear(256, 64, bias=False).eval()
-    x = np.random.default_rng(3).standard_normal((4, 16, 256)).astype(np.float32)
-    x[..., :8] *= 10.0  # a few strong input channels: GPTQ's compensation pays
-    graph = load_model(layer, example_inputs=(torch.from_numpy(x),))
-    calibration = Calibration({graph.inputs[0].name: x}, "test")
+    rng = np.random.default_rng(3)
+    correlated = (rng.standard_normal((16, 64, 24)) @ rng.standard_normal((24, 256))
+                  + 0.05 * rng.standard_normal((16, 64, 256))).astype(np.float32)
+    white = rng.standard_normal((16, 64, 256)).astype(np.float32)
     errors = {}
-    for method in ("rtn", "gptq"):
-        rows = table(graph, candidates(FORMATS), devices.get("h100"))
-        measure(graph, calibration, rows, how="output", method=method)
-        errors[method] = {c.format.label: c.error for c in rows[0].choices}
+    for name, x in (("correlated", correlated), ("white", white)):
+        graph = load_model(layer, example_inputs=(torch.from_numpy(x),))
+        calibration = Calibration({graph.inputs[0].name: x}, "test")
+        for method in ("rtn", "gptq"):
+            rows = table(graph, candidates(FORMATS), devices.get("h100"))
+            measure(graph, calibration, rows, how="output", method=method)
+            errors[name, method] = {c.format.label: c.error for c in rows[0].choices}
     for label in ("w4g128", "w3g128", "w2g64"):
-        assert errors["gptq"][label] < 0.9 * errors["rtn"][label]
-    assert errors["gptq"]["fp16"] == errors["rtn"]["fp16"]
+        assert errors["correlated", "gptq"][label] < 0.5 * errors["correlated", "rtn"][label]
+        assert errors["white", "gptq"][label] > 0.9 * errors["white", "rtn"][label]

@@ -30,7 +30,7 @@ RECIPE = "recipe.json"
 def quantize_for(graph: Graph, target, *, quant: str | None, method: str, recipe, calibration, samples: int | None,
                  length: int | None, tokenizer: Callable[[Path], None] | None,
                  progress: Callable[[str], None], budget: Budget | None = None, device: Device | None = None,
-                 sensitivity: str = "end-to-end", outliers: float | None = None, reorder: bool = False,
+                 sensitivity: str | None = None, outliers: float | None = None, reorder: bool = False,
                  tie_groups: bool = False) -> tuple[Graph, Callable[[Path], dict], PassRecord]:
     """Quantize ``graph`` for ``target``; returns it, the writer of the manifest's
     ``quantization`` section (with its plot) and the pass record. ``quant="mixed"`` chooses the

@@ -47,7 +47,7 @@ class Plan:
 
 
 def plan(graph: Graph, target, device: Device, budget: Budget | None, *, method: str, outliers: float | None,
-         reorder: bool, how: str, tie_groups: bool, load: Callable[[], Calibration | None],
+         reorder: bool, how: str | None, tie_groups: bool, load: Callable[[], Calibration | None],
          progress: Callable[[str], None]) -> Plan:
     """Choose a format per weight of ``graph`` for ``target`` within ``budget`` (see the module docstring).
     ``load`` reads the calibration data; it is called only once the budget is known to be feasible."""
@@ -72,6 +72,7 @@ def plan(graph: Graph, target, device: Device, budget: Budget | None, *, method:
         moved = group_channels(graph, {r.weight: formats[0] for r in rows})
         progress(f"grouped outlier channels of {sum(m['reordered'] for m in moved)} of {len(moved)} linear groups")
         rows = _renamed(graph, rows, formats, device)
+    how = how or default_measure(graph)
     progress(f"measuring {len(formats)} formats on {len(rows)} weights ({how})")
     measure(graph, calibration, rows, how=how, method=method, progress=progress)
     choice = solve(rows, budget, tie_groups=tie_groups)
@@ -93,6 +94,15 @@ def plan(graph: Graph, target, device: Device, budget: Budget | None, *, method:
         "table": [r.to_json() for r in rows],
     }
     return Plan(chosen, rows, choice, section)
+
+
+def default_measure(graph: Graph) -> str:
+    """``end-to-end`` where the output is next-token logits (its KL is the loss the allocation should
+    spend on); ``output`` elsewhere, where the output's relative error is not the task's measure
+    (all-MiniLM-L6-v2 at 3.5 bits: mean cosine 0.917 with ``output``, 0.814 with ``end-to-end``)."""
+    from llmc.frontend.decoder import is_step_graph
+
+    return "end-to-end" if is_step_graph(graph) else "output"
 
 
 def recipe_json(plan_: Plan) -> dict:

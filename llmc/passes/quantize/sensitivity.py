@@ -174,10 +174,15 @@ def _errors(row: Row, w: np.ndarray, x: np.ndarray | None, how: str, gptq_roundi
     """Each candidate's relative (squared) error on inputs ``x`` (rows of activations), or on the weights."""
     from llmc.passes.quantize.gptq import output_error
 
-    hessian = None if x is None else (x.T @ x) / max(len(x), 1)
+    hessian = fit = None if x is None else (x.T @ x) / max(len(x), 1)
+    if gptq_rounding and x is not None and len(x) > 1:
+        # GPTQ is fitted on the first half of the calibration rows and scored on the other half: scored
+        # on the rows it was fitted to, its error is optimistic wherever rows are few against inputs
+        half = len(x) // 2
+        fit, hessian = x[:half].T @ x[:half] / half, x[half:].T @ x[half:] / (len(x) - half)
     h_diag = None if hessian is None else np.diag(hessian).copy()
     for choice in row.choices:
-        approx = approximate(w, choice.format, h_diag, hessian if gptq_rounding else None)
+        approx = approximate(w, choice.format, h_diag, fit if gptq_rounding else None)
         if hessian is None:
             choice.error = float(np.sum((approx - w) ** 2) / max(float(np.sum(w.astype(np.float64) ** 2)), 1e-30))
         elif how == "output":
