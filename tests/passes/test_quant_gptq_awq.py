@@ -1,11 +1,14 @@
 """GPTQ against a naive one-column-at-a-time OBS reference; AWQ and SmoothQuant scales."""
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
 from llmc.errors import LLMCError
 from llmc.ir.packing import Grid, decode, encode, fit, quantize
 from llmc.passes.quantize.awq import search_scales, smooth_scales
+from llmc.passes.quantize import gptq as gptq_module
 from llmc.passes.quantize.gptq import HessianAccumulator, gptq, output_error
 
 
@@ -116,6 +119,32 @@ def test_gptq_refuses_bad_hessians(bad):
         h = np.eye(7)
     with pytest.raises(LLMCError):
         gptq(w, h, Grid(4))
+
+
+@pytest.mark.parametrize("k", [1, 2, 5, 64])
+def test_u_in_float32_made_in_place_equals_the_plain_conversion(monkeypatch, k):
+    monkeypatch.setattr(gptq_module, "CONVERT_BLOCK", 7)  # many chunks, the first overlapping itself
+    inverse = np.asfortranarray(np.random.default_rng(k).standard_normal((k, k)))
+    expected = inverse[::-1, ::-1].astype(np.float32)
+    got = gptq_module._float32_reversed(inverse)
+    assert got.dtype == np.float32 and got.strides == expected.strides
+    assert np.array_equal(got, expected)
+
+
+def test_gptq_holds_one_working_copy_of_the_weights():
+    """GPTQ made two float32 copies of W (the conversion, then the permutation) and an [N, K] array of
+    codes beside the caller's W (3.9 W at this shape); now one copy, made a block of rows at a time,
+    and the codes go straight into the packed words (2.4 W: the copy, the lazy update's product, the words)."""
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((4096, 512)).astype(np.float32)
+    h = hessian(correlated_inputs(rng, 512, 512))
+    tracemalloc.start()
+    try:
+        gptq(w, h, Grid(4, 32, False))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * w.nbytes
 
 
 def test_hessian_accumulator_is_the_mean_over_all_leading_dims():

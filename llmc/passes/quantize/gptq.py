@@ -25,34 +25,58 @@ from __future__ import annotations
 import numpy as np
 
 from llmc.errors import LLMCError, ShapeError
-from llmc.ir.packing import Grid, Packed, decode, encode, fit, from_codes
+from llmc.ir.packing import Grid, Packed, decode, encode, fit
 
 DAMP_TRIES = 3  # dampening damp, 10 damp, 100 damp before giving up
 ERROR_BLOCK = 1 << 22  # elements of a row block of ``output_error`` (32 MiB in float64)
+CONVERT_BLOCK = 1 << 20  # elements per step of the in-place float32 conversion of U
 
 
 def gptq(w: np.ndarray, hessian: np.ndarray, grid: Grid, *, damp: float = 0.01, block: int = 128,
          act_order: bool = True) -> Packed:
-    """Quantize ``w`` [N, K] on ``grid`` minimizing the output error under ``hessian`` [K, K] (see module)."""
+    """Quantize ``w`` [N, K] on ``grid`` minimizing the output error under ``hessian`` [K, K] (see module).
+
+    Memory beside ``w`` and the Hessian: one float32 working copy of ``w`` (in processing order, made a
+    block of rows at a time), the product of each lazy update, the packed words and ``U`` (made in the
+    memory of its float64 inverse). Rows are independent in exact arithmetic, but the matrix is not
+    quantized a block of rows at a time: OpenBLAS's float32 product of a row depends on how many rows
+    the product has, so row blocks would not reproduce the whole matrix's codes bit for bit."""
     if block < 1:
         raise LLMCError(f"GPTQ block size {block} must be >= 1", hint="use 128")
-    weights, diag = _prepare(w, hessian)
-    n, k = weights.shape
+    n, k, diag, dead = _prepare(w, hessian)
     order = np.argsort(-diag, kind="stable") if act_order else np.arange(k)
+    weights = _permuted(w, order, dead)
     grids = _Grids(n, k, grid)
     if act_order:
+        position = np.argsort(order)  # the processing position of each input column
         for g in range(grid.groups(k)):
-            grids.fit(g, weights[:, grids.columns(g)])
+            grids.fit(g, weights[:, position[grids.columns(g)]])
     elif grid.group:
         block = grids.size * max(1, block // grids.size)
-    u = _inverse_cholesky(hessian, diag, order, damp).astype(np.float32)
-    weights = np.ascontiguousarray(weights[:, order])
-    codes = np.empty((n, k), np.uint8)
+    u = _inverse_cholesky(hessian, diag, order, damp)
     for start in range(0, k, block):
         end = min(start + block, k)
-        err = _quantize_block(weights, u, order, start, end, grids, codes, refit=not act_order)
+        err = _quantize_block(weights, u, order, start, end, grids, refit=not act_order)
         weights[:, end:] -= err @ u[start:end, end:]
-    return grids.packed(codes)
+    return grids.packed()
+
+
+def _permuted(w: np.ndarray, order: np.ndarray, dead: np.ndarray) -> np.ndarray:
+    """``w`` in float32 with its columns in processing ``order`` and dead inputs zeroed, checked finite: the
+    one working copy, converted a block of rows at a time (whole, the float32 copy and its permutation
+    were two more copies of ``w``: 524 MB for a 32000 x 2048 head)."""
+    w = np.asarray(w)
+    n, k = w.shape
+    weights = np.empty((n, k), np.float32)
+    step = max(1, ERROR_BLOCK // max(k, 1))
+    for start in range(0, n, step):
+        part = np.asarray(w[start:start + step], np.float32)
+        if not np.isfinite(part).all():
+            raise LLMCError("GPTQ got a Hessian or weights with inf/NaN",
+                            hint="check the calibration activations and the model weights for overflow")
+        np.take(part, order, axis=1, out=weights[start:start + step], mode="clip")  # no temporary
+    weights[:, dead[order]] = 0.0
+    return weights
 
 
 def output_error(w: np.ndarray, packed: Packed | np.ndarray, hessian: np.ndarray) -> float:
@@ -111,12 +135,14 @@ class HessianAccumulator:
 
 
 class _Grids:
-    """The per-group scale (and minimum) of one matrix, [N, groups], filled in as groups are fitted."""
+    """The per-group scale (and minimum) of one matrix, [N, groups], filled in as groups are fitted, and its
+    packed words, filled in as columns are rounded (no [N, K] array of codes: 65 MB for a 32000 x 2048 head)."""
 
     def __init__(self, n: int, k: int, grid: Grid):
         self.grid, self.size, self.k = grid, grid.group_size(k), k
         self.scale = np.ones((n, grid.groups(k)), np.float32)
         self.minimum = None if grid.sym else np.zeros((n, grid.groups(k)), np.float32)
+        self.words = np.zeros((n, grid.words(k)), np.uint32)
 
     def columns(self, g: int) -> slice:
         return slice(g * self.size, min((g + 1) * self.size, self.k))
@@ -126,18 +152,22 @@ class _Grids:
         if minimum is not None:
             self.minimum[:, g] = minimum
 
-    def round(self, column: int, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Codes and values of input column ``column`` holding ``w`` [N]."""
+    def packed(self) -> Packed:
+        """The packed matrix (``packing.from_codes`` of the codes rounded)."""
+        minimum = None if self.minimum is None else self.minimum.astype(np.float16)
+        return Packed(self.words.view(np.int32), self.scale.astype(np.float16), minimum, self.grid, self.k)
+
+    def round(self, column: int, w: np.ndarray) -> np.ndarray:
+        """The values of input column ``column`` holding ``w`` [N] on its grid; its codes go into the words."""
         g = column // self.size
         scale, minimum = self.scale[:, g], None if self.minimum is None else self.minimum[:, g]
         codes = encode(w[:, None], scale, minimum, self.grid)
-        return codes[:, 0], decode(codes, scale, minimum, self.grid)[:, 0]
+        per = self.grid.per_word
+        self.words[:, column // per] |= codes[:, 0].astype(np.uint32) << np.uint32(self.grid.bits * (column % per))
+        return decode(codes, scale, minimum, self.grid)[:, 0]
 
-    def packed(self, codes: np.ndarray) -> Packed:
-        return from_codes(codes, self.scale, self.minimum, self.grid)
 
-
-def _quantize_block(weights, u, order, start, end, grids: _Grids, codes, *, refit: bool) -> np.ndarray:
+def _quantize_block(weights, u, order, start, end, grids: _Grids, *, refit: bool) -> np.ndarray:
     """Quantize processing positions [start, end), updating the block's later columns; the scaled errors."""
     cols = weights[:, start:end]  # a view: in-block updates land in ``weights``
     err = np.empty_like(cols)
@@ -145,18 +175,18 @@ def _quantize_block(weights, u, order, start, end, grids: _Grids, codes, *, refi
         column = int(order[start + i])
         if refit and column % grids.size == 0:
             grids.fit(column // grids.size, weights[:, grids.columns(column // grids.size)])
-        codes[:, column], q = grids.round(column, cols[:, i])
+        q = grids.round(column, cols[:, i])
         err[:, i] = (cols[:, i] - q) / u[start + i, start + i]
         cols[:, i + 1:] -= np.outer(err[:, i], u[start + i, start + i + 1:end])
     return err
 
 
-def _prepare(w: np.ndarray, hessian: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Float32 weights with dead inputs (``H[i, i] == 0``) zeroed, and the Hessian's diagonal with those set to 1."""
-    weights, h = np.array(w, np.float32), np.asarray(hessian, np.float64)
-    if weights.ndim != 2 or h.shape != (weights.shape[1],) * 2:
-        raise ShapeError(f"GPTQ needs W [N, K] and H [K, K], got {weights.shape} and {h.shape}")
-    if not (np.isfinite(h).all() and np.isfinite(weights).all()):
+def _prepare(w: np.ndarray, hessian: np.ndarray) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """``w``'s shape, the Hessian's diagonal with dead inputs (``H[i, i] == 0``) set to 1, and those inputs."""
+    h = np.asarray(hessian, np.float64)
+    if np.ndim(w) != 2 or h.shape != (np.shape(w)[1],) * 2:
+        raise ShapeError(f"GPTQ needs W [N, K] and H [K, K], got {np.shape(w)} and {h.shape}")
+    if not np.isfinite(h).all():
         raise LLMCError("GPTQ got a Hessian or weights with inf/NaN",
                         hint="check the calibration activations and the model weights for overflow")
     diag = np.diag(h).copy()
@@ -165,19 +195,18 @@ def _prepare(w: np.ndarray, hessian: np.ndarray) -> tuple[np.ndarray, np.ndarray
                         hint="pass mean(x x^T) over calibration tokens")
     dead = diag == 0
     diag[dead] = 1.0
-    weights[:, dead] = 0.0
-    return weights, diag
+    return *np.shape(w), diag, dead
 
 
 def _inverse_cholesky(hessian: np.ndarray, diag: np.ndarray, order: np.ndarray, damp: float) -> np.ndarray:
-    """Upper Cholesky factor ``U`` of ``(h + d * mean(diag h) * I)^-1``, d = damp, 10 damp, ... until it exists,
+    """Upper Cholesky factor ``U`` (float32) of ``(h + d * mean(diag h) * I)^-1``, d = damp, 10 damp, ... until it exists,
     with ``h`` the Hessian in processing ``order`` and ``diag`` its diagonal (dead inputs set to 1).
 
     With ``J`` the order reversal and ``J h J = L L^T``: ``h^-1 = (J L^-1 J)^T (J L^-1 J)`` and ``J L^-1 J`` is
     upper triangular, so ``U = J L^-1 J`` (one factorization, no explicit ``h^-1``). Each try copies ``J h J``
     from the Hessian, factors it and inverts the factor in place (LAPACK ``potrf``, ``trtri``), so the
     inversion holds one K x K matrix beside the Hessian (numpy's cholesky and inv held three: 760 MB for
-    a 5632-wide down projection).
+    a 5632-wide down projection), and ``U`` in float32 is made in that matrix's memory (``_float32_reversed``).
     """
     from scipy.linalg import lapack
 
@@ -191,7 +220,7 @@ def _inverse_cholesky(hessian: np.ndarray, diag: np.ndarray, order: np.ndarray, 
             continue
         inverse, info = lapack.dtrtri(lower, lower=1, overwrite_c=1)
         if info == 0 and np.isfinite(inverse).all():
-            return inverse[::-1, ::-1]
+            return _float32_reversed(inverse)
     raise LLMCError(f"the Hessian is not positive definite even with dampening {damp * 10**(DAMP_TRIES - 1):g}",
                     hint="collect more calibration tokens, or check the activations for overflow")
 
@@ -201,3 +230,25 @@ def _reversed(hessian: np.ndarray, reverse: np.ndarray, diagonal: np.ndarray) ->
     h = hessian[np.ix_(reverse, reverse)]
     h[np.diag_indices_from(h)] = diagonal
     return h
+
+
+def _float32_reversed(inverse: np.ndarray) -> np.ndarray:
+    """``inverse[::-1, ::-1].astype(np.float32)`` (Fortran-ordered, as that makes it) written into the first
+    half of ``inverse``'s own buffer, which the returned view keeps: no second K x K matrix beside the
+    float64 one (127 MB more at a 5632-wide down projection). In Fortran order reversing both axes
+    reverses the buffer, so this narrows the buffer in place, then reverses its float32 half in place."""
+    if not inverse.flags.f_contiguous:
+        return inverse[::-1, ::-1].astype(np.float32)
+    wide = inverse.reshape(-1, order="F")  # a view
+    narrow = wide.view(np.float32)[:wide.size]
+    for start in range(0, wide.size, CONVERT_BLOCK):
+        # float32 [start, end) lies over float64 [start / 2, end / 2): values read already (numpy copies
+        # the source where one chunk overlaps itself)
+        narrow[start:start + CONVERT_BLOCK] = wide[start:start + CONVERT_BLOCK]
+    n = narrow.size
+    for start in range(0, n // 2, CONVERT_BLOCK):
+        end = min(start + CONVERT_BLOCK, n // 2)
+        head = narrow[start:end].copy()
+        narrow[start:end] = narrow[n - end:n - start][::-1]
+        narrow[n - end:n - start] = head[::-1]
+    return narrow.reshape(inverse.shape, order="F")
