@@ -5,7 +5,9 @@ llmc's counts come from the cpu artifacts' manifests (``payload.kernels_per_laye
 TIR kernels computing nodes of the decoder layers, per layer, and those outside them). Inductor's
 count is the launches in the ``call`` function of the code it generates for one Hugging Face
 ``LlamaDecoderLayer`` (generated C++ kernels, extern GEMMs and aten fallbacks such as SDPA),
-at a prefill of ``--seq`` tokens with SmolLM2's and the tiny Llama's block shapes.
+at a prefill of ``--seq`` tokens with SmolLM2's and the tiny Llama's block shapes. llmc's counts
+depend on the CPU: the panel width of float weights (recorded with the device) decides whether a
+product needs a slice kernel dropping a padded panel.
 
     python benchmarks/bench_fusion.py      # writes benchmarks/results/bench_fusion.json
 """
@@ -90,6 +92,11 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=16, help="prefill length of inductor's block")
     parser.add_argument("--out", type=Path, default=RESULT)
     args = parser.parse_args()
+    import tvm
+
+    from llmc.targets.gpu.cpu import host_cpu
+    from llmc.targets.gpu.cpu_rules import panel_width
+
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
@@ -100,7 +107,8 @@ def main() -> None:
     doc = {
         "benchmark": "kernels per Llama block and per generation step: llmc -O2 vs -O1 (TVM FuseOps) vs inductor",
         "date": datetime.date.today().isoformat(),
-        "device": {"cpu": platform.processor() or platform.machine(), "machine": platform.machine()},
+        "device": {"cpu": platform.processor() or platform.machine(), "machine": platform.machine(),
+                   "llvm_cpu": host_cpu(), "panel_width": panel_width(tvm.target.Target({"kind": "llvm", "mcpu": host_cpu()}))},
         "versions": {p: version(p) for p in ("llmc", "apache-tvm", "torch", "transformers")},
         "method": "llmc: cpu generation artifacts, kernels computing decoder-layer nodes divided by the layer "
                   "count, from the manifest; inductor: launches in the generated call() of one LlamaDecoderLayer",
