@@ -134,6 +134,20 @@ def test_not_applied_for_speed_keeps_the_layer_for_the_quantizer():
     assert not any(n.op.startswith("linear_nm") for n in graph.nodes)  # unpruned: plain dense w4g128 follows
 
 
+def test_size_runs_a_quantized_sparse_weight_by_its_kernel_on_the_cpu():
+    """Not faster than dense w4g128, but expanding it at load time would hold it in float32."""
+    from llmc.codegen.devices import get
+    from llmc.passes.sparsity.decide import decide
+
+    stored = store(_pruned(64, 256, "2:4"), "2:4", W4G128)
+    slower = lambda stored, sizes: {s: {"dense": 1e-5, "sparse": 2e-5} for s in sizes}  # noqa: E731
+    cpu = decide(stored, "cpu", {"decode": 1}, get("h100"), "size", slower)
+    assert not cpu.applied and cpu.kernel == "sparse" and cpu.reason.endswith("run by its sparse kernel for size "
+                                                                              "(no float32 expansion)")
+    assert decide(stored, "cpu", {"decode": 1}, get("h100"), "speed", slower).kernel is None
+    assert decide(stored, "cuda", {"decode": 1}, get("h100"), "size", slower).kernel == "dense"
+
+
 @pytest.mark.parametrize("kwargs, text", [
     ({"sparsity": 0.5, "quant": "w4g128"}, "unstructured sparsity with w4g128 is not"),
     ({"sparsity_pattern": "2:4", "quant": "w3g128"}, "format w3g128 is not"),

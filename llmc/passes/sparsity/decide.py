@@ -10,7 +10,9 @@ decision compares
   cached under ``$LLMC_CACHE``; tests pass their own ``measure``).
 
 A weight whose kept values are quantized (``linear_nm_q``) is compared with the dense weight
-packed on the same grid (what the quantization pass would store), not with float32.
+packed on the same grid (what the quantization pass would store), not with float32. Under
+``size`` on the cpu such a weight, when not applied, still runs its sparse kernel: expanding it
+at load time would hold it in float32 (8x the memory of its codes) and read all of that per step.
 
 The sparse kernel is applied only where both say it is faster at every size. Otherwise the
 weight is "not applied: no speedup on TARGET at these sizes": under ``--sparsity-for speed`` it
@@ -65,7 +67,7 @@ def predict(stored: Stored, rows: int, device) -> dict[str, float]:
 def decide(stored: Stored, target: str, sizes: dict[str, int], device, goal: str,
            measure: Measure | None) -> Decision:
     """Apply the sparse kernel or not (see the module docstring)."""
-    fallback = "dense" if goal == "size" else None
+    fallback = None if goal == "speed" else "sparse" if stored.grid is not None and target == "cpu" else "dense"
     if target == "reference":
         return Decision(True, "sparse", "applied: the interpreter runs every storage")
     if target != "cpu":
@@ -75,12 +77,16 @@ def decide(stored: Stored, target: str, sizes: dict[str, int], device, goal: str
     if not model_says:
         slow = [s for s, t in predicted.items() if t["sparse"] >= t["dense"]]
         return Decision(False, fallback, f"not applied: no speedup on {target} at these sizes (cost model: "
-                        f"{', '.join(slow)})", predicted)
+                        f"{', '.join(slow)})" + _kept_sparse(fallback), predicted)
     measured = measure(stored, sizes) if measure is not None else None
     if measured is not None:
         slow = [s for s, t in measured.items() if t["sparse"] >= t["dense"]]
         if slow:
             return Decision(False, fallback, f"not applied: no speedup on {target} at these sizes (measured: "
-                            f"{', '.join(slow)})", predicted, measured)
+                            f"{', '.join(slow)})" + _kept_sparse(fallback), predicted, measured)
     return Decision(True, "sparse", "applied: faster than dense at " + ", ".join(sizes) +
                     (" (cost model and measured)" if measured is not None else " (cost model)"), predicted, measured)
+
+
+def _kept_sparse(kernel: str | None) -> str:
+    return "; run by its sparse kernel for size (no float32 expansion)" if kernel == "sparse" else ""

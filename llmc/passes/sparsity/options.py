@@ -15,6 +15,9 @@ goal:     ``speed``: a layer is stored sparse only where its sparse kernel is fa
           sparse kernel does not pay, the weight is expanded at load time and runs dense.
 scope:    ``layer``: every weight at the same density; ``global``: one density over all pruned
           weights together (each layer's density follows its scores; unstructured only).
+
+With ``--quant`` the kept values of N:M weights are quantized (``quant_grid``: a 4-bit
+weight-only format by RTN); any other combination is refused, naming what is supported.
 """
 
 from __future__ import annotations

@@ -22,12 +22,13 @@ def sparsity_table(section: dict) -> Table:
         times = r["measured"] or r["predicted"]
         rows.append([r["origin"], str(r["layer"] if r["layer"] is not None else "-"), r["storage"],
                      f"{r['density']:.3f}", r.get("format") or "float32", f"{r['error']:.2e} ({r['metric']})",
-                     nbytes(r["bytes"]),
-                     r["kernel"] or "dense weights", r["reason"], *(_us(times, s) for s in sizes)])
+                     nbytes(r["bytes"]), r["kernel"] or "dense weights", r["reason"], *(_us(times, s) for s in sizes)])
     opts = section["options"]
     quant = f" + {section['quant']}" if section.get("quant") else ""
+    sparse = sum(r["kernel"] == "sparse" for r in section["layers"])
     title = (f"sparsity: {opts['method']} {opts['pattern']}{quant} at density {opts['density']:g} for "
-             f"{opts['goal']} on {section['target']}; {section['applied']} of {len(section['layers'])} weights run a sparse kernel, "
+             f"{opts['goal']} on {section['target']}; {sparse} of {len(section['layers'])} weights run a sparse "
+             "kernel, "
              f"{section['stored_sparse']} stored compressed; {nbytes(section['bytes'])} of pruned-layer weights, "
              f"{section['bytes'] / max(section['float_bytes'], 1):.3f}x float32")
     return Table(title, ["weight", "layer", "storage", "density", "format", "error", "bytes", "kernel", "decision",
