@@ -131,6 +131,17 @@ def test_u_in_float32_made_in_place_equals_the_plain_conversion(monkeypatch, k):
     assert np.array_equal(got, expected)
 
 
+def test_u_is_the_upper_cholesky_factor_of_the_dampened_inverse():
+    rng = np.random.default_rng(6)
+    h = hessian(correlated_inputs(rng, 256, 300))
+    diag = np.diag(h).copy()
+    order = np.argsort(-diag, kind="stable")
+    u = gptq_module._inverse_cholesky(h, diag, order, 0.01)
+    dampened = h[np.ix_(order, order)] + 0.01 * np.mean(diag) * np.eye(300)
+    assert u.dtype == np.float32 and np.array_equal(u, np.triu(u))
+    np.testing.assert_allclose(u.astype(np.float64).T @ u, np.linalg.inv(dampened), rtol=1e-3, atol=1e-6)
+
+
 def test_gptq_holds_one_working_copy_of_the_weights():
     """GPTQ made two float32 copies of W (the conversion, then the permutation) and an [N, K] array of
     codes beside the caller's W (3.9 W at this shape); now one copy, made a block of rows at a time,

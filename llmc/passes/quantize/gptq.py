@@ -22,6 +22,8 @@ Which weights fit a group's grid:
 
 from __future__ import annotations
 
+import mmap
+
 import numpy as np
 
 from llmc.errors import LLMCError, ShapeError
@@ -38,13 +40,14 @@ def gptq(w: np.ndarray, hessian: np.ndarray, grid: Grid, *, damp: float = 0.01, 
 
     Memory beside ``w`` and the Hessian: one float32 working copy of ``w`` (in processing order, made a
     block of rows at a time), the product of each lazy update, the packed words and ``U`` (made in the
-    memory of its float64 inverse). Rows are independent in exact arithmetic, but the matrix is not
+    memory of its float64 inverse, before the working copy). Rows are independent in exact arithmetic, but the matrix is not
     quantized a block of rows at a time: OpenBLAS's float32 product of a row depends on how many rows
     the product has, so row blocks would not reproduce the whole matrix's codes bit for bit."""
     if block < 1:
         raise LLMCError(f"GPTQ block size {block} must be >= 1", hint="use 128")
     n, k, diag, dead = _prepare(w, hessian)
     order = np.argsort(-diag, kind="stable") if act_order else np.arange(k)
+    u = _inverse_cholesky(hessian, diag, order, damp)  # before the working copy: its float64 matrix is the peak
     weights = _permuted(w, order, dead)
     grids = _Grids(n, k, grid)
     if act_order:
@@ -53,7 +56,6 @@ def gptq(w: np.ndarray, hessian: np.ndarray, grid: Grid, *, damp: float = 0.01, 
             grids.fit(g, weights[:, position[grids.columns(g)]])
     elif grid.group:
         block = grids.size * max(1, block // grids.size)
-    u = _inverse_cholesky(hessian, diag, order, damp)
     for start in range(0, k, block):
         end = min(start + block, k)
         err = _quantize_block(weights, u, order, start, end, grids, refit=not act_order)
@@ -206,30 +208,46 @@ def _inverse_cholesky(hessian: np.ndarray, diag: np.ndarray, order: np.ndarray, 
     upper triangular, so ``U = J L^-1 J`` (one factorization, no explicit ``h^-1``). Each try copies ``J h J``
     from the Hessian, factors it and inverts the factor in place (LAPACK ``potrf``, ``trtri``), so the
     inversion holds one K x K matrix beside the Hessian (numpy's cholesky and inv held three: 760 MB for
-    a 5632-wide down projection), and ``U`` in float32 is made in that matrix's memory (``_float32_reversed``).
+    a 5632-wide down projection). That matrix lives in an anonymous memory map: ``U`` in float32 is made
+    in its first half (``_float32_reversed``) and the second half's pages are handed back, so ``U``
+    costs half of it while GPTQ runs (a float64 matrix and a float32 copy beside it were 381 MB).
     """
     from scipy.linalg import lapack
 
     diag, reverse = diag[order], order[::-1]
     mean = float(np.mean(diag))
+    k = len(diag)
+    memory = mmap.mmap(-1, max(k * k * 8, 1))
+    work = np.frombuffer(memory, np.float64, k * k).reshape(k, k)
     for attempt in range(DAMP_TRIES):
+        _reversed(hessian, reverse, diag[::-1] + damp * 10**attempt * mean, work)
         # J h J is symmetric, so its transpose is the Fortran-ordered matrix LAPACK overwrites in place
-        lower, info = lapack.dpotrf(_reversed(hessian, reverse, diag[::-1] + damp * 10**attempt * mean).T,
-                                    lower=1, clean=1, overwrite_a=1)
+        lower, info = lapack.dpotrf(work.T, lower=1, clean=1, overwrite_a=1)
         if info != 0:
             continue
         inverse, info = lapack.dtrtri(lower, lower=1, overwrite_c=1)
         if info == 0 and np.isfinite(inverse).all():
-            return _float32_reversed(inverse)
+            u = _float32_reversed(inverse)
+            if np.shares_memory(u, work):
+                _release(memory, u.nbytes)
+            return u
     raise LLMCError(f"the Hessian is not positive definite even with dampening {damp * 10**(DAMP_TRIES - 1):g}",
                     hint="collect more calibration tokens, or check the activations for overflow")
 
 
-def _reversed(hessian: np.ndarray, reverse: np.ndarray, diagonal: np.ndarray) -> np.ndarray:
-    """``J h J``: the Hessian's rows and columns in ``reverse`` order, with ``diagonal`` on its diagonal."""
-    h = hessian[np.ix_(reverse, reverse)]
-    h[np.diag_indices_from(h)] = diagonal
-    return h
+def _reversed(hessian: np.ndarray, reverse: np.ndarray, diagonal: np.ndarray, out: np.ndarray) -> None:
+    """``J h J`` into ``out`` (float64): the Hessian's rows and columns in ``reverse`` order, with ``diagonal``
+    on its diagonal; a row at a time, so no temporary K x K matrix."""
+    for i, row in enumerate(reverse):
+        np.take(np.asarray(hessian[row], np.float64), reverse, out=out[i])
+    out[np.diag_indices_from(out)] = diagonal
+
+
+def _release(memory: mmap.mmap, keep: int) -> None:
+    """Hand the pages of ``memory`` after its first ``keep`` bytes back to the system (they read as zeros)."""
+    start = -(-keep // mmap.PAGESIZE) * mmap.PAGESIZE
+    if hasattr(mmap, "MADV_DONTNEED") and start < len(memory):
+        memory.madvise(mmap.MADV_DONTNEED, start, len(memory) - start)
 
 
 def _float32_reversed(inverse: np.ndarray) -> np.ndarray:
