@@ -154,6 +154,7 @@ def test_size_runs_a_quantized_sparse_weight_by_its_kernel_on_the_cpu():
     ({"sparsity_pattern": "2:4", "quant": "w2g64"}, "format w2g64 is not"),
     ({"sparsity_pattern": "2:4", "quant": "w8a8"}, "format w8a8 is not"),
     ({"sparsity_pattern": "2:4", "quant": "w4g128+o0.005"}, "format w4g128\\+o0.005 is not"),
+    ({"sparsity_pattern": "2:4", "quant": "w4g64"}, "format w4g64 on target reference is not"),
     ({"sparsity_pattern": "2:4", "quant": "w4g128", "quant_method": "gptq"}, "--quant-method gptq"),
     ({"sparsity_pattern": "2:4", "quant": "mixed"}, "a recipe or --quant mixed"),
     ({"sparsity_pattern": "2:4", "recipe": {"default": "w4g128"}}, "a recipe or --quant mixed"),

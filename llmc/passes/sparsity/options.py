@@ -97,13 +97,13 @@ def check_request(options: SparsityOptions, target, *, calibration, quant, quant
     if options.needs_calibration and calibration is None:
         raise InputError(f"--sparsity-method {options.method} needs calibration data (input activations)",
                          hint="add --calibration builtin (or a .txt/.npz file), or use --sparsity-method magnitude")
-    return quant_grid(options, quant, quant_method) if quant else None
+    return quant_grid(options, target, quant, quant_method) if quant else None
 
 
 SPARSE_QUANT = "N:M (2:4, 4:8) with a 4-bit weight-only format (w4g32, w4g128, ...) rounded by rtn"
 
 
-def quant_grid(options: SparsityOptions, quant, method: str) -> Grid:
+def quant_grid(options: SparsityOptions, target, quant, method: str) -> Grid:
     """The grid the kept values of N:M weights are quantized to, for ``--quant`` with ``--sparsity``:
     only a plain 4-bit weight-only format by round-to-nearest (what ``linear_nm_q`` runs)."""
     from llmc.passes.quantize.formats import Format
@@ -121,6 +121,8 @@ def quant_grid(options: SparsityOptions, quant, method: str) -> Grid:
         refuse(f"format {fmt.label}", "use --quant w4g128 or w4g32")
     if method != "rtn":
         refuse(f"--quant-method {method} (GPTQ/AWQ over the kept columns is not built)", "use --quant-method rtn")
+    if fmt.name not in target.quant_formats():
+        refuse(f"format {fmt.label} on target {target.name}", f"it runs {', '.join(sorted(target.quant_formats()))}")
     return fmt.grid
 
 
