@@ -1,8 +1,10 @@
 """Sparsity on real weights: SmolLM2-135M perplexity, cpu decode speed and the apply-or-not decisions.
 
-For each configuration (float, then 50% unstructured and 2:4 with magnitude, Wanda and SparseGPT)
+For each configuration (float, then 50% unstructured and 2:4 with magnitude, Wanda and SparseGPT,
+then sparse + 4-bit: w4g128 RTN alone, and 2:4 Wanda with its kept values in w4g128 or w4g32 RTN)
 the model is compiled for the cpu target with ``--sparsity-for size`` (every block linear pruned
-and stored compressed; where the sparse kernel does not pay it is expanded at load time), scored
+and stored compressed; where the sparse kernel does not pay it is expanded at load time, except
+sparse + 4-bit weights, which run their own kernel), scored
 on the offline evaluation corpus (``llmc.runtime.perplexity``, calibrated on its disjoint split),
 and its decode step timed; each pruned layer's density and output error are kept. ``--decisions``
 compiles each configuration for speed instead and keeps the pass's decision per weight shape with
@@ -11,6 +13,7 @@ on a 2-core machine shared with other jobs are noisy even as medians of 15 calls
 
     python benchmarks/sparsity_quality.py          # benchmarks/results/sparsity_quality.json + .png
     python benchmarks/sparsity_quality.py --decisions --configs float,magnitude:2:4,magnitude:unstructured
+    python benchmarks/sparsity_quality.py --configs w4g128,wanda:2:4+w4g128   # only the sparse + 4-bit rows
 """
 
 from __future__ import annotations
@@ -26,14 +29,20 @@ from pathlib import Path
 
 RESULT = Path(__file__).parent / "results" / "sparsity_quality.json"
 CONFIGS = ("float", "magnitude:unstructured", "wanda:unstructured", "sparsegpt:unstructured", "magnitude:2:4",
-           "wanda:2:4", "sparsegpt:2:4")
+           "wanda:2:4", "sparsegpt:2:4", "w4g128", "wanda:2:4+w4g128", "wanda:2:4+w4g32")
 
 
 def options(config: str, args) -> dict:
+    """``float``; a format alone (``w4g128``); ``METHOD:PATTERN``, optionally ``+FORMAT`` (sparse + low-bit, RTN)."""
     if config == "float":
         return {}
+    config, _, quant = config.partition("+")
+    if ":" not in config:
+        return {"quant": config}
     method, pattern = config.split(":", 1)
     out = {"sparsity_method": method, "sparsity_pattern": pattern, "sparsity_for": "size"}
+    if quant:
+        out["quant"] = quant
     if pattern == "unstructured":
         out["sparsity"] = 0.5
     if method != "magnitude":
@@ -52,13 +61,16 @@ def run(config: str, args) -> dict:
         compiled = time.perf_counter() - start
         ppl = evaluate(art, window=args.window, stride=args.stride, max_tokens=args.max_tokens)
         step = decode_step(art, args.new_tokens)
-        section = art.manifest.get("sparsity")
+        section, quant = art.manifest.get("sparsity"), art.manifest.get("quantization")
     out = {"perplexity": ppl.ppl, "tokens": ppl.tokens, "decode_tokens_per_s": 1.0 / step, "decode_step_ms": 1e3 * step,
            "compile_seconds": compiled, "seconds": time.perf_counter() - start}
+    if quant is not None:
+        out["quant_bytes"] = quant["bytes"]  # the quantization pass's weights (all of them without sparsity)
     if section is not None:
         out["weight_bytes"], out["float_bytes"] = section["bytes"], section["float_bytes"]
         out["applied"], out["stored_sparse"] = section["applied"], section["stored_sparse"]
-        out["layers"] = [{k: r[k] for k in ("origin", "density", "error")} for r in section["layers"]]
+        keep = ("origin", "density", "error", "storage", "bytes")
+        out["layers"] = [{k: r.get(k) for k in keep} for r in section["layers"]]
     return out
 
 
@@ -109,7 +121,7 @@ def plot(results: dict, path: Path) -> None:
     ax.bar(range(len(names)), [results[c]["perplexity"] for c in names], color="tab:blue")
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_ylabel("perplexity (lower is better)")
-    ax.set_title("SmolLM2-135M: 50% unstructured and 2:4 sparsity")
+    ax.set_title("SmolLM2-135M: 50% unstructured and 2:4 sparsity, and 2:4 + w4g128")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
