@@ -40,9 +40,9 @@ def gptq(w: np.ndarray, hessian: np.ndarray, grid: Grid, *, damp: float = 0.01, 
 
     Memory beside ``w`` and the Hessian: one float32 working copy of ``w`` (in processing order, made a
     block of rows at a time), the product of each lazy update, the packed words and ``U`` (made in the
-    memory of its float64 inverse, before the working copy). Rows are independent in exact arithmetic, but the matrix is not
-    quantized a block of rows at a time: OpenBLAS's float32 product of a row depends on how many rows
-    the product has, so row blocks would not reproduce the whole matrix's codes bit for bit."""
+    memory of its float64 inverse, before the working copy). Rows are independent in exact arithmetic,
+    but the matrix is not quantized a block of rows at a time: OpenBLAS's float32 product of a row
+    depends on how many rows the product has, so row blocks would not reproduce the codes bit for bit."""
     if block < 1:
         raise LLMCError(f"GPTQ block size {block} must be >= 1", hint="use 128")
     n, k, diag, dead = _prepare(w, hessian)
@@ -201,8 +201,8 @@ def _prepare(w: np.ndarray, hessian: np.ndarray) -> tuple[int, int, np.ndarray, 
 
 
 def _inverse_cholesky(hessian: np.ndarray, diag: np.ndarray, order: np.ndarray, damp: float) -> np.ndarray:
-    """Upper Cholesky factor ``U`` (float32) of ``(h + d * mean(diag h) * I)^-1``, d = damp, 10 damp, ... until it exists,
-    with ``h`` the Hessian in processing ``order`` and ``diag`` its diagonal (dead inputs set to 1).
+    """Upper Cholesky factor ``U`` (float32) of ``(h + d * mean(diag h) * I)^-1``, d = damp, 10 damp, ... until it
+    exists, with ``h`` the Hessian in processing ``order`` and ``diag`` its diagonal (dead inputs set to 1).
 
     With ``J`` the order reversal and ``J h J = L L^T``: ``h^-1 = (J L^-1 J)^T (J L^-1 J)`` and ``J L^-1 J`` is
     upper triangular, so ``U = J L^-1 J`` (one factorization, no explicit ``h^-1``). Each try copies ``J h J``
