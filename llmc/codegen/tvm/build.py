@@ -75,6 +75,7 @@ def build(lowered: Lowered, target: tvm.target.Target, schedule: tvm.transform.P
     mod, origins = optimize(lowered, target)
     with target:
         mod = relax.transform.RewriteDataflowReshape()(schedule(mod))  # reshapes become views, not kernels
+    mod = relax.transform.DeadCodeElimination(list(_entry_functions(mod, lowered)))(mod)  # kernels nothing calls
     prim = {gv.name_hint: f for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)}
     unscheduled = sorted(k for k, f in prim.items() if not (f.attrs and f.attrs.get("tirx.is_scheduled")))
     serial = sorted(k for k, f in prim.items() if f.attrs and f.attrs.get(SERIAL_ATTR))
