@@ -186,17 +186,23 @@ def _packed(g, s, out):
 
 
 def _sparsity(g, s, out):
-    """Pruned weights: 2:4 (values + indices) and bitmap storage, each with its sparse kernel and expanded at load time."""
+    """Pruned weights: 2:4 (values + indices, float or 4-bit codes) and bitmap storage, each with its sparse
+    kernel and expanded at load time."""
     from llmc.ir.ops.sparsity import compress_bitmap, compress_nm
+    from llmc.ir.packing import Grid
+    from llmc.passes.sparsity.storage import store
 
     w = _w(24, 16)
     groups = w.reshape(24, 4, 4)
     np.put_along_axis(groups, np.argsort(np.abs(groups), axis=-1)[..., :2], 0.0, axis=-1)
     nm = [g.add_const(f"nm_{n}", a) for n, a in zip("vi", compress_nm(groups.reshape(24, 16), 2, 4))]
     bitmap = [g.add_const(f"bitmap_{n}", a) for n, a in zip("vmo", compress_bitmap(np.where(np.abs(w) > 0.3, w, 0)))]
+    q = store(groups.reshape(24, 16), "2:4", Grid(4, 4, sym=False))  # two scale groups of 4 kept values per row
+    nmq = [g.add_const(f"nmq_{key}", t) for key, t in q.tensors.items()]
     bias = g.add_const("sparse_bias", _w(24))
     for kernel in ("sparse", "dense"):
         out[f"linear_nm_{kernel}"] = g.call("linear_nm", s, *nm, n=2, m=4, k=16, kernel=kernel)
+        out[f"linear_nm_q_{kernel}"] = g.call("linear_nm_q", s, *nmq, bias, **q.attrs, kernel=kernel)
         out[f"linear_bitmap_{kernel}"] = g.call("linear_bitmap", s, *bitmap, bias, k=16, kernel=kernel)
 
 
