@@ -48,7 +48,7 @@ class Stored:
         n, k = self.shape
         if self.grid is None:
             return n * k * 4
-        return n * self.grid.words(k) * 4 + 2 * n * self.grid.groups(k) * 2
+        return n * self.grid.words(k) * 4 + (1 if self.grid.sym else 2) * n * self.grid.groups(k) * 2
 
     @property
     def density(self) -> float:
@@ -74,17 +74,16 @@ def store(w: np.ndarray, pattern: str, grid: Grid | None = None) -> Stored:
     rows, k = w.shape
     nnz = int(np.count_nonzero(w))
     nm = parse_pattern(pattern)
-    if nm is not None and grid is not None:
+    if nm is not None:
         values, index = compress_nm(w, *nm)
+        attrs = {"n": nm[0], "m": nm[1], "k": k}
+        if grid is None:
+            return Stored(NM, "linear_nm", {"values": values, "index": index}, attrs, nnz, (rows, k))
         q = packing.quantize(values, grid)
         tensors = {"words": q.words, "scale": q.scale, "minimum": q.minimum,
                    "index": packing.pack(index, index_grid(nm[1]).bits)}
-        attrs = {"n": nm[0], "m": nm[1], "k": k, "bits": grid.bits, "group": grid.group}
+        attrs = {**attrs, "bits": grid.bits, "group": grid.group}
         return Stored(NM, "linear_nm_q", tensors, attrs, nnz, (rows, k), grid)
-    if nm is not None:
-        values, index = compress_nm(w, *nm)
-        return Stored(NM, "linear_nm", {"values": values, "index": index}, {"n": nm[0], "m": nm[1], "k": k},
-                      nnz, (rows, k))
     if 6 * nnz < 4 * nnz + rows * -(-k // 32) * 4:
         values, columns, indptr = csr_arrays(w, w != 0)
         return Stored(CSR, "linear_csr", {"values": values, "columns": columns, "indptr": indptr}, {"k": k},
