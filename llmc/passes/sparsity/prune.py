@@ -71,8 +71,9 @@ def sparsegpt(w: np.ndarray, hessian: np.ndarray, density: float, pattern: str, 
               damp: float = 0.01) -> np.ndarray:
     """Prune ``w`` with the error moved onto later columns (see the module docstring)."""
     nm = parse_pattern(pattern)
-    weights, diag = _prepare(w, hessian)
-    k = weights.shape[1]
+    _, k, diag, dead = _prepare(w, hessian)
+    weights = np.array(w, np.float32)
+    weights[:, dead] = 0.0  # inputs that never fire: their weights move nothing
     if nm is not None:
         block = nm[1] * max(1, block // nm[1])  # a group of m never straddles two blocks
     u = _inverse_cholesky(hessian, diag, np.arange(k), damp).astype(np.float32)
