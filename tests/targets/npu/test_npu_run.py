@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
-from npu_checks import TOL_LSB_CPU, make_plan_of
+from npu_checks import TOL_LSB_CPU, make_plan_of, ort_u8s8_conv_exact
 from llmc.errors import TargetError
 from llmc.targets.npu.agreement import agreement
 
@@ -30,8 +30,11 @@ def test_cnn_artifact_files_and_schedule(cnn):
 
 def test_cnn_agrees_with_the_interpreter_in_lsb(cnn):
     art, feeds = cnn
-    worst, _ = agreement(make_plan_of(art), art.path, "forward", feeds)
-    assert worst["uint8"] <= TOL_LSB_CPU
+    worst, by_op = agreement(make_plan_of(art), art.path, "forward", feeds)
+    if ort_u8s8_conv_exact():
+        assert worst["uint8"] <= TOL_LSB_CPU
+    else:  # the CPU provider's own conv saturates here (see ort_u8s8_conv_exact): every other op is checked
+        assert all(lsb <= TOL_LSB_CPU for op, lsb in by_op.items() if op != "conv2d") and "linear" in by_op
     got, float_ref = art.run(feeds)["output"], art.run(feeds, reference=True)["output"]
     assert np.abs(got - float_ref).max() < 0.05 * np.abs(float_ref).max()  # 8-bit vs float32
 
