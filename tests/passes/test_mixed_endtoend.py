@@ -92,6 +92,7 @@ def test_gptq_rounding_is_measured_when_the_recipe_rounds_with_gptq():
             rows = table(graph, candidates(FORMATS), devices.get("h100"))
             measure(graph, calibration, rows, how="output", method=method)
             errors[name, method] = {c.format.label: c.error for c in rows[0].choices}
+            assert (rows[0].probe_error is not None) == (method == "gptq")  # the gains' RTN reference
     for label in ("w4g128", "w3g128", "w2g64"):
         assert errors["correlated", "gptq"][label] < 0.5 * errors["correlated", "rtn"][label]
         assert errors["white", "gptq"][label] > 0.9 * errors["white", "rtn"][label]

@@ -37,20 +37,10 @@ from llmc.errors import LLMCError
 from llmc.ir.graph import Graph, Node
 from llmc.ir.ops.registry import substitute
 from llmc.passes.quantize.calibration import Calibration, bind_sizes, read_value
-from llmc.passes.quantize.formats import Format
-from llmc.passes.quantize.sensitivity import Row, approximate
+from llmc.passes.quantize.sensitivity import Row, approximate, probe_format
 
 DEFAULT_TOKENS = 256
 _TINY = 1e-30
-
-
-def probe_format(rows: list[Row]) -> Format:
-    """The candidate every weight is perturbed with: the lowest-bit plain grid format of >= 3 bits."""
-    plain = [c.format for c in rows[0].choices if c.format.grid is not None and not c.format.outliers]
-    if not plain:
-        raise LLMCError("end-to-end sensitivity needs a low-bit candidate format", hint="use --sensitivity output")
-    at_least_3 = [f for f in plain if f.bits >= 3]
-    return min(at_least_3 or plain, key=lambda f: (f.bits, -f.grid.group_size(1 << 20)))
 
 
 def gains(graph: Graph, calibration: Calibration, rows: list[Row], *, tokens: int = DEFAULT_TOKENS,
@@ -65,7 +55,8 @@ def gains(graph: Graph, calibration: Calibration, rows: list[Row], *, tokens: in
 
     def perturb(i: int, values: dict) -> None:
         for row in starts.get(i, []):
-            local = next(c.error for c in row.choices if c.format == fmt)
+            local = row.probe_error if row.probe_error is not None else next(
+                c.error for c in row.choices if c.format == fmt)
             weight = np.asarray(graph.constants[row.weight].const.numpy(), np.float32)
             output = run.compare(run.tail(i, dict(values), {row.weight: approximate(weight, fmt, None)}))
             out[row.weight] = output / max(local, _TINY)

@@ -63,6 +63,7 @@ class Row:
     group: str
     choices: list[Choice] = field(default_factory=list)
     gain: float | None = None  # end-to-end: output error per unit of local error (``endtoend``)
+    probe_error: float | None = None  # RTN's local error at ``probe_format`` where the choices hold GPTQ's
 
     @property
     def params(self) -> int:
@@ -104,6 +105,15 @@ def decode_time(fmt: Format, n: int, k: int, device: Device, readers: int = 1) -
         compute, memory = roofline(device, 2.0 * kept / 6, kept + 4.0 * (2 * n + k), DType.f32, matrix=False)
         time += max(compute, memory) + device.launch
     return readers * time
+
+
+def probe_format(rows: list[Row]) -> Format:
+    """The candidate every weight is perturbed with: the lowest-bit plain grid format of >= 3 bits."""
+    plain = [c.format for c in rows[0].choices if c.format.grid is not None and not c.format.outliers]
+    if not plain:
+        raise LLMCError("end-to-end sensitivity needs a low-bit candidate format", hint="use --sensitivity output")
+    at_least_3 = [f for f in plain if f.bits >= 3]
+    return min(at_least_3 or plain, key=lambda f: (f.bits, -f.grid.group_size(1 << 20)))
 
 
 def table(graph: Graph, formats: list[Format], device: Device) -> list[Row]:
@@ -181,6 +191,8 @@ def _errors(row: Row, w: np.ndarray, x: np.ndarray | None, how: str, gptq_roundi
         half = len(x) // 2
         fit, hessian = x[:half].T @ x[:half] / half, x[half:].T @ x[half:] / (len(x) - half)
     h_diag = None if hessian is None else np.diag(hessian).copy()
+    if gptq_rounding and hessian is not None:  # the end-to-end gain is measured with RTN at the probe format
+        row.probe_error = output_error(w, approximate(w, probe_format([row]), h_diag), hessian)
     for choice in row.choices:
         approx = approximate(w, choice.format, h_diag, fit if gptq_rounding else None)
         if hessian is None:
