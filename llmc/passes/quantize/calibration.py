@@ -154,7 +154,7 @@ def stream(graph: Graph, calibration: Calibration, hooked: Iterable[Node], hook:
     node; a hook returning a list replaces the node's arguments. Only the nodes whose values some
     hooked node reads (directly or not) are executed; a hooked node's own output is computed only if needed."""
     hooked = {id(n) for n in hooked}
-    needed = _ancestors(graph, hooked)
+    needed = ancestors(graph, hooked)
     values: dict[int, np.ndarray] = {}
     for v in graph.inputs:
         if v.name in calibration.inputs:
@@ -203,7 +203,7 @@ def read_value(v, values, env) -> np.ndarray:
     raise LLMCError(f"calibration has no value for %{v.name}")
 
 
-def _ancestors(graph: Graph, hooked: set[int]) -> set[int]:
+def ancestors(graph: Graph, hooked: set[int]) -> set[int]:
     """Ids of the nodes whose outputs a hooked node reads, directly or through other nodes."""
     needed: set[int] = set()
     stack = [v.producer for n in graph.nodes if id(n) in hooked for v in n.inputs if v.producer is not None]

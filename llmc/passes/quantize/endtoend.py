@@ -36,7 +36,7 @@ import numpy as np
 from llmc.errors import LLMCError
 from llmc.ir.graph import Graph, Node
 from llmc.ir.ops.registry import substitute
-from llmc.passes.quantize.calibration import Calibration, bind_sizes, read_value
+from llmc.passes.quantize.calibration import Calibration, ancestors, bind_sizes, read_value
 from llmc.passes.quantize.sensitivity import Row, approximate, probe_format
 
 DEFAULT_TOKENS = 256
@@ -100,7 +100,8 @@ class _Runner:
                         [v for v in graph.outputs if v.type.dtype.is_float])
         self.metric = "KL" if step else "relative error"
         self.bypass = self._last_position_slice() if step else set()
-        needed = _ancestors(self.outputs)
+        heads = {id(v.producer) for v in self.outputs if v.producer is not None}
+        needed = ancestors(graph, heads) | heads
         self.order = [n for n in graph.nodes if id(n) in needed]
         self.last = {id(v): i for i, n in enumerate(self.order) for v in n.inputs}
         for v in self.outputs:
@@ -172,14 +173,3 @@ def _logsumexp(x: np.ndarray) -> np.ndarray:
     """Per row, in float64."""
     top = x.max(axis=-1)
     return top + np.log(np.sum(np.exp(x - top[:, None]), axis=-1, dtype=np.float64))
-
-
-def _ancestors(outputs) -> set[int]:
-    needed: set[int] = set()
-    stack = [v.producer for v in outputs if v.producer is not None]
-    while stack:
-        node = stack.pop()
-        if id(node) not in needed:
-            needed.add(id(node))
-            stack.extend(v.producer for v in node.inputs if v.producer is not None)
-    return needed

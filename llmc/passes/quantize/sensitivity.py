@@ -71,8 +71,9 @@ class Row:
 
     def to_json(self) -> dict:
         return {"weight": self.weight, "key": self.key, "layer": self.layer, "shape": list(self.shape),
-                "group": self.group, "gain": self.gain, "candidates": {c.format.label: {"bytes": c.bytes, "time_s": c.time_s,
-                                                                     "error": c.error} for c in self.choices}}
+                "group": self.group, "gain": self.gain,
+                "candidates": {c.format.label: {"bytes": c.bytes, "time_s": c.time_s, "error": c.error}
+                               for c in self.choices}}
 
 
 def candidates(target_formats: set[str], outliers: tuple[float, ...] = ()) -> list[Format]:
@@ -160,6 +161,7 @@ def measure(graph: Graph, calibration: Calibration, rows: list[Row], *, how: str
     step = progress or (lambda line: None)
     local = "output" if how == "end-to-end" else how
     gptq_rounding = method.endswith("gptq") and local == "output"
+    probe = probe_format(rows) if gptq_rounding and how == "end-to-end" else None  # the gains' RTN reference
 
     def hook(node: Node, args: list[np.ndarray]) -> None:
         row = by_weight[node.inputs[1].name]
@@ -167,32 +169,35 @@ def measure(graph: Graph, calibration: Calibration, rows: list[Row], *, how: str
             return
         done.add(row.weight)
         x = np.asarray(args[0], np.float64).reshape(-1, args[0].shape[-1])
-        _errors(row, np.asarray(args[1], np.float32), x, local, gptq_rounding)
+        _errors(row, np.asarray(args[1], np.float32), x, local, gptq_rounding, probe)
         step(f"sensitivity of {row.origin}: " + ", ".join(f"{c.format.label} {c.error:.1e}" for c in row.choices))
 
     stream(graph, calibration, hooked, hook)
     for row in rows:
         if row.weight not in done:  # no linear reads it (a lookup table): weight error
-            _errors(row, np.asarray(graph.constants[row.weight].const.numpy(), np.float32), None, local, False)
+            _errors(row, np.asarray(graph.constants[row.weight].const.numpy(), np.float32), None, local, False, None)
     if how == "end-to-end":
         from llmc.passes.quantize.endtoend import gains, weigh
 
         weigh(rows, gains(graph, calibration, rows, progress=progress))
 
 
-def _errors(row: Row, w: np.ndarray, x: np.ndarray | None, how: str, gptq_rounding: bool) -> None:
-    """Each candidate's relative (squared) error on inputs ``x`` (rows of activations), or on the weights."""
+def _errors(row: Row, w: np.ndarray, x: np.ndarray | None, how: str, gptq_rounding: bool,
+            probe: Format | None) -> None:
+    """Each candidate's relative (squared) error on inputs ``x`` (rows of activations), or on the weights;
+    with a ``probe`` format, also RTN's error at it (``Row.probe_error``)."""
     from llmc.passes.quantize.gptq import output_error
 
-    hessian = fit = None if x is None else (x.T @ x) / max(len(x), 1)
     if gptq_rounding and x is not None and len(x) > 1:
         # GPTQ is fitted on the first half of the calibration rows and scored on the other half: scored
         # on the rows it was fitted to, its error is optimistic wherever rows are few against inputs
         half = len(x) // 2
         fit, hessian = x[:half].T @ x[:half] / half, x[half:].T @ x[half:] / (len(x) - half)
+    else:
+        hessian = fit = None if x is None else (x.T @ x) / max(len(x), 1)
     h_diag = None if hessian is None else np.diag(hessian).copy()
-    if gptq_rounding and hessian is not None:  # the end-to-end gain is measured with RTN at the probe format
-        row.probe_error = output_error(w, approximate(w, probe_format([row]), h_diag), hessian)
+    if probe is not None and hessian is not None:
+        row.probe_error = output_error(w, approximate(w, probe, h_diag), hessian)
     for choice in row.choices:
         approx = approximate(w, choice.format, h_diag, fit if gptq_rounding else None)
         if hessian is None:
