@@ -9,6 +9,8 @@ when something needs it. Storage kinds:
 - ``MetaWeight``: shape and dtype only (models built on the ``meta`` device, weightless folders).
 - ``CastWeight``: another weight read as another dtype, converted on each access.
 - ``TransposedWeight``: another 2-D weight read transposed, copied on each access.
+- ``Spill``: arrays a pass produced, written to a temporary file and read back as ``FileWeight``s,
+  so a pass over a large model does not hold every result until the artifact is written.
 
 So a 7B model's graph can be captured, inspected and written without holding every weight.
 """
@@ -17,7 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
+import tempfile
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +92,37 @@ class FileWeight(Weight):
                 f"cannot read weight data from {self.path} at byte {self.offset}: {e}",
                 hint="the weights file is missing or truncated; re-export or re-download the model",
             ) from None
+
+
+class Spill:
+    """A temporary file of arrays, each read back lazily as a ``FileWeight`` (``put``).
+
+    The file is deleted once neither the store nor any weight read from it is left, or at exit."""
+
+    def __init__(self):
+        fd, name = tempfile.mkstemp(prefix="llmc-spill-", suffix=".bin")
+        self.path = Path(name)
+        self._file = os.fdopen(fd, "wb")
+        weakref.finalize(self, _discard, self._file, self.path)
+
+    def put(self, array: np.ndarray) -> FileWeight:
+        array = np.ascontiguousarray(array)
+        self._file.write(b"\0" * (-self._file.tell() % 64))  # aligned, as the kernels' vector loads want
+        offset = self._file.tell()
+        self._file.write(memoryview(array.reshape(-1).view(np.uint8)))
+        self._file.flush()
+        return _SpilledWeight(self, offset, TensorType(DType.from_numpy(array.dtype), array.shape))
+
+
+class _SpilledWeight(FileWeight):
+    def __init__(self, spill: Spill, offset: int, type: TensorType):
+        super().__init__(spill.path, offset, type)
+        self.spill = spill  # the file lives while a weight reads it
+
+
+def _discard(file, path: Path) -> None:
+    file.close()
+    path.unlink(missing_ok=True)
 
 
 class TorchWeight(Weight):

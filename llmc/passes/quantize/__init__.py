@@ -31,7 +31,8 @@ from llmc.ir.graph import Graph, Node, Value
 from llmc.ir.meta import QuantSpec
 from llmc.ir.packing import Packed
 from llmc.ir.packing import quantize as rtn
-from llmc.passes.quantize.calibration import BUILTIN, Calibration, load_calibration, stream
+from llmc.ir.tensor import Spill, Weight
+from llmc.passes.quantize.calibration import BUILTIN, Calibration, ancestors, load_calibration, stream
 from llmc.passes.quantize.formats import NAMED, WEIGHT_SLOT, Format, Recipe, check_recipe
 from llmc.passes.quantize.outliers import Split, add_outliers, split, takes_outliers
 
@@ -87,9 +88,24 @@ def quantize(graph: Graph, recipe: Recipe, calibration: Calibration | None = Non
         weights = _weights(graph, check_recipe(graph, recipe, target_formats, target))
     act_absmax: dict[str, float] = {}  # W8A8 linears: max |input| on the calibration data (static scales)
     records: dict[str, LayerRecord] = {}
-    packed: dict[str, Packed | np.ndarray] = {}
+    packed: dict[str, Packed | Spilled | Split | np.ndarray] = {}
     with_stats = calibration is not None
+    spill = Spill() if with_stats else None  # the packed weights wait on disk, not in memory, until the rewrite
     hooked = [node for _, node in weights.values()] if with_stats else []
+    runs = ancestors(graph, {id(node) for node in hooked})  # hooked nodes whose outputs calibration reads on
+
+    shared: dict[str, np.ndarray] = {}  # the Hessian of the input the last linear read (q, k, v read one input)
+
+    def hessian(node: Node, x: np.ndarray) -> np.ndarray:
+        name = node.inputs[0].name
+        if name not in shared:
+            from llmc.passes.quantize.gptq import HessianAccumulator
+
+            shared.clear()  # before the next one is built: a 5632-wide input's is 254 MB
+            acc = HessianAccumulator()
+            acc.add(x)
+            shared[name] = acc.value
+        return shared[name]
 
     def hook(node: Node, args: list[np.ndarray]):
         slot = WEIGHT_SLOT[node.op]
@@ -98,11 +114,14 @@ def quantize(graph: Graph, recipe: Recipe, calibration: Calibration | None = Non
         x = args[0] if node.op == "linear" else None
         if x is not None and fmt.act8:
             act_absmax[value.name] = float(np.abs(x).max())
-        result, record = _round(value, fmt, recipe.method, x, node, args[slot])
-        packed[value.name], records[value.name] = result, record
-        args = list(args)
-        args[slot] = result.astype(np.float32) if isinstance(result, np.ndarray) else result.dequantize()
+        h = None if x is None else hessian(node, x)
+        result, record = _round(value, fmt, recipe.method, x, node, args[slot], h)
         step(f"quantized {record.origin} ({record.format}, {record.method}): error {record.error:.2e}")
+        records[value.name] = record
+        if id(node) in runs:  # later layers see this layer's quantized output
+            args = list(args)
+            args[slot] = result.astype(np.float32) if isinstance(result, np.ndarray) else result.dequantize()
+        packed[value.name] = _spilled(result, spill) if isinstance(result, Packed) else result
         return args
 
     start = time.perf_counter()
@@ -118,6 +137,21 @@ def quantize(graph: Graph, recipe: Recipe, calibration: Calibration | None = Non
     graph.verify()
     step(f"quantized {len(records)} weights in {time.perf_counter() - start:.1f} s")
     return graph, list(records.values())
+
+
+@dataclass(frozen=True)
+class Spilled:
+    """A packed weight kept in a ``Spill`` file: its tensors, read back when the artifact is written."""
+
+    words: Weight
+    scale: Weight
+    minimum: Weight | None
+    k: int
+
+
+def _spilled(result: Packed, spill: Spill) -> Spilled:
+    return Spilled(spill.put(result.words), spill.put(result.scale),
+                   None if result.minimum is None else spill.put(result.minimum), result.k)
 
 
 def _weights(graph: Graph, chosen: dict[str, Format]) -> dict[str, tuple[Format, Node]]:
@@ -137,9 +171,9 @@ def _weights(graph: Graph, chosen: dict[str, Format]) -> dict[str, tuple[Format,
 
 
 def _round(value: Value, fmt: Format, method: str, x: np.ndarray | None, node: Node,
-           w: np.ndarray | None = None):
-    """Round one weight (``w``: its array as calibration already read it, so not read twice);
-    returns the packed result (or float16 array) and its record."""
+           w: np.ndarray | None = None, hessian: np.ndarray | None = None):
+    """Round one weight (``w``: its array as calibration already read it, so not read twice; ``hessian``:
+    mean ``x x^T`` of its calibration inputs ``x``); returns the packed result (or float16 array) and its record."""
     w = np.asarray(value.const.numpy() if w is None else w, np.float32)
     float_bytes = w.size * 4
     origin = node.meta.origin or node.name
@@ -149,7 +183,7 @@ def _round(value: Value, fmt: Format, method: str, x: np.ndarray | None, node: N
         return half, LayerRecord(value.name, origin, node.meta.layer, fmt.name, "cast", err, "weight", half.nbytes,
                                  float_bytes)
     if fmt.outliers:
-        return _round_split(w, fmt, method, x, LayerRecord(value.name, origin, node.meta.layer, fmt.name, method,
+        return _round_split(w, fmt, method, hessian, LayerRecord(value.name, origin, node.meta.layer, fmt.name, method,
                                                            0.0, "weight", 0, float_bytes, fmt.outliers))
     kept = _stored(value, fmt, method)
     if x is None:
@@ -158,11 +192,9 @@ def _round(value: Value, fmt: Format, method: str, x: np.ndarray | None, node: N
         method = KEPT if kept else "rtn"
         return result, LayerRecord(value.name, origin, node.meta.layer, fmt.name, method, err, "weight", result.nbytes,
                                    float_bytes)
-    from llmc.passes.quantize.gptq import HessianAccumulator, gptq, output_error
+    from llmc.passes.quantize.gptq import gptq, output_error
 
-    acc = HessianAccumulator()
-    acc.add(x)
-    result = gptq(w, acc.value, fmt.grid) if method.endswith("gptq") else kept or rtn(w, fmt.grid)
+    result = gptq(w, hessian, fmt.grid) if method.endswith("gptq") else kept or rtn(w, fmt.grid)
     if fmt.act8:  # the integer linear's own error: activations rounded too
         from llmc.ir.ops.quant import LinearW8A8
 
@@ -173,21 +205,16 @@ def _round(value: Value, fmt: Format, method: str, x: np.ndarray | None, node: N
         err = float(np.linalg.norm(got - exact) / max(np.linalg.norm(exact), 1e-30))
         return result, LayerRecord(value.name, origin, node.meta.layer, fmt.name, "smoothquant", err, "output",
                                    result.nbytes, float_bytes)
-    err = float(np.sqrt(max(output_error(w, result, acc.value), 0.0)))
+    err = float(np.sqrt(max(output_error(w, result, hessian), 0.0)))
     name = KEPT if kept is not None and result is kept else method
     return result, LayerRecord(value.name, origin, node.meta.layer, fmt.name, name, err, "output", result.nbytes,
                                float_bytes)
 
 
-def _round_split(w: np.ndarray, fmt: Format, method: str, x: np.ndarray | None, record: LayerRecord):
+def _round_split(w: np.ndarray, fmt: Format, method: str, hessian: np.ndarray | None, record: LayerRecord):
     """Codes plus float16 outliers (``outliers.split``), rounded by RTN or, with calibration, GPTQ."""
-    from llmc.passes.quantize.gptq import HessianAccumulator, gptq, output_error
+    from llmc.passes.quantize.gptq import gptq, output_error
 
-    hessian = None
-    if x is not None:
-        acc = HessianAccumulator()
-        acc.add(x)
-        hessian = acc.value
     use_gptq = hessian is not None and method.endswith("gptq")
 
     def rounding(dense):
@@ -216,7 +243,7 @@ def _rewrite(graph: Graph, value: Value, fmt: Format, result, method: str, act_a
     first = min((user for user, _ in value.uses), key=graph.nodes.index)
     outliers = result if isinstance(result, Split) else None
     result = outliers.packed if outliers is not None else result
-    if not isinstance(result, Packed):
+    if not isinstance(result, (Packed, Spilled)):
         half = graph.add_const(f"{value.name}.f16", result)
         new = graph.call("cast", half, dtype=value.type.dtype, before=first,
                          meta=first.meta.copy(quant=QuantSpec(bits=16, scheme="rtn")))
