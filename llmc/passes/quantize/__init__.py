@@ -92,7 +92,7 @@ def quantize(graph: Graph, recipe: Recipe, calibration: Calibration | None = Non
     with_stats = calibration is not None
     spill = Spill() if with_stats else None  # the packed weights wait on disk, not in memory, until the rewrite
     hooked = [node for _, node in weights.values()] if with_stats else []
-    runs = ancestors(graph, {id(node) for node in hooked})  # hooked nodes whose outputs calibration reads on
+    runs = ancestors(graph, {id(node) for node in hooked})  # the nodes calibration executes (others are only hooked)
 
     shared: dict[str, np.ndarray] = {}  # the Hessian of the input the last linear read (q, k, v read one input)
 
@@ -127,6 +127,7 @@ def quantize(graph: Graph, recipe: Recipe, calibration: Calibration | None = Non
     start = time.perf_counter()
     if with_stats:
         stream(graph, calibration, hooked, hook)
+        shared.clear()
     for name, (fmt, node) in weights.items():
         if name not in packed:  # no calibration, or a weight the calibration never reached
             result, record = _round(graph.constants[name], fmt, "rtn" if fmt.grid is not None else "cast", None, node)
