@@ -93,6 +93,29 @@ def test_rtn_without_calibration_measures_weight_error(tmp_path):
     assert len(layers) == 16 and all(r["method"] == "rtn" and r["metric"] == "weight" for r in layers)
 
 
+def test_gptq_layers_wait_in_a_spill_file_that_is_removed(calibration, tmp_path, monkeypatch):
+    import gc
+    import tempfile
+
+    from llmc.ir import tensor
+
+    made = []
+    init = tensor.Spill.__init__
+
+    def recording(self):
+        init(self)
+        made.append(self.path)
+
+    monkeypatch.setattr(tensor.Spill, "__init__", recording)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    art = llmc.compile(tiny_llama()[0], output=tmp_path / "a", generation=True, max_seq_len=64, quant="w4g128",
+                       quant_method="gptq", calibration=calibration)
+    assert [p.parent for p in made] == [tmp_path]
+    del art
+    gc.collect()
+    assert not made[0].exists()
+
+
 # -- formats and recipes --------------------------------------------------------------------------
 
 def test_named_formats_parse():
