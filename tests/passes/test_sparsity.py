@@ -55,6 +55,13 @@ def test_sparsegpt_compensates_what_it_prunes():
         assert err(sgpt) < err(prune.magnitude(w, 0.5, pattern))
 
 
+def test_sparsegpt_refuses_non_finite_weights():
+    w = np.ones((4, 8), np.float32)
+    w[2, 3] = np.nan
+    with pytest.raises(llmc.errors.LLMCError, match="weights with inf/NaN"):  # refused before pruning, not after
+        prune.sparsegpt(w, np.eye(8), 0.5, "2:4")
+
+
 def test_storage_round_trips_and_csr_only_when_smaller():
     w = prune.magnitude(RNG.standard_normal((6, 40)).astype(np.float32), 0.5, "2:4")
     assert np.array_equal(expand_nm(*compress_nm(w, 2, 4), 2, 4, 40), w)

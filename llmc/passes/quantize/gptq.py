@@ -74,8 +74,7 @@ def _permuted(w: np.ndarray, order: np.ndarray, dead: np.ndarray) -> np.ndarray:
     for start in range(0, n, step):
         part = np.asarray(w[start:start + step], np.float32)
         if not np.isfinite(part).all():
-            raise LLMCError("GPTQ got a Hessian or weights with inf/NaN",
-                            hint="check the calibration activations and the model weights for overflow")
+            raise _not_finite()
         np.take(part, order, axis=1, out=weights[start:start + step], mode="clip")  # no temporary
     weights[:, dead[order]] = 0.0
     return weights
@@ -189,8 +188,7 @@ def _prepare(w: np.ndarray, hessian: np.ndarray) -> tuple[int, int, np.ndarray, 
     if np.ndim(w) != 2 or h.shape != (np.shape(w)[1],) * 2:
         raise ShapeError(f"GPTQ needs W [N, K] and H [K, K], got {np.shape(w)} and {h.shape}")
     if not np.isfinite(h).all():
-        raise LLMCError("GPTQ got a Hessian or weights with inf/NaN",
-                        hint="check the calibration activations and the model weights for overflow")
+        raise _not_finite()
     diag = np.diag(h).copy()
     if (diag < 0).any():
         raise LLMCError(f"the Hessian has negative diagonal entries (input {int(np.argmin(diag))})",
@@ -241,6 +239,11 @@ def _reversed(hessian: np.ndarray, reverse: np.ndarray, diagonal: np.ndarray, ou
     for i, row in enumerate(reverse):
         np.take(np.asarray(hessian[row], np.float64), reverse, out=out[i])
     out[np.diag_indices_from(out)] = diagonal
+
+
+def _not_finite() -> LLMCError:
+    return LLMCError("GPTQ got a Hessian or weights with inf/NaN",
+                     hint="check the calibration activations and the model weights for overflow")
 
 
 def _release(memory: mmap.mmap, keep: int) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from llmc.errors import PassError
-from llmc.passes.quantize.gptq import _inverse_cholesky, _prepare
+from llmc.passes.quantize.gptq import _inverse_cholesky, _permuted, _prepare
 
 UNSTRUCTURED = "unstructured"
 
@@ -72,11 +72,11 @@ def sparsegpt(w: np.ndarray, hessian: np.ndarray, density: float, pattern: str, 
     """Prune ``w`` with the error moved onto later columns (see the module docstring)."""
     nm = parse_pattern(pattern)
     _, k, diag, dead = _prepare(w, hessian)
-    weights = np.array(w, np.float32)
-    weights[:, dead] = 0.0  # inputs that never fire: their weights move nothing
+    order = np.arange(k)
+    u = _inverse_cholesky(hessian, diag, order, damp)  # float32
+    weights = _permuted(w, order, dead)  # a checked float32 copy, inputs that never fire zeroed
     if nm is not None:
         block = nm[1] * max(1, block // nm[1])  # a group of m never straddles two blocks
-    u = _inverse_cholesky(hessian, diag, np.arange(k), damp).astype(np.float32)
     for start in range(0, k, block):
         end = min(start + block, k)
         cols = weights[:, start:end]  # a view: updates land in ``weights``

@@ -26,9 +26,9 @@ def sparsity_table(section: dict) -> Table:
     opts = section["options"]
     quant = f" + {section['quant']}" if section.get("quant") else ""
     sparse = sum(r["kernel"] == "sparse" for r in section["layers"])
+    runs = f"{sparse} of {len(section['layers'])} weights run a sparse kernel"
     title = (f"sparsity: {opts['method']} {opts['pattern']}{quant} at density {opts['density']:g} for "
-             f"{opts['goal']} on {section['target']}; {sparse} of {len(section['layers'])} weights run a sparse "
-             "kernel, "
+             f"{opts['goal']} on {section['target']}; {runs}, "
              f"{section['stored_sparse']} stored compressed; {nbytes(section['bytes'])} of pruned-layer weights, "
              f"{section['bytes'] / max(section['float_bytes'], 1):.3f}x float32")
     return Table(title, ["weight", "layer", "storage", "density", "format", "error", "bytes", "kernel", "decision",
