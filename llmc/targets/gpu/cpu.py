@@ -28,6 +28,7 @@ class CpuTarget(TvmTarget):
     description = "TVM -> LLVM for this machine's CPU (tiled, vectorized, parallel kernels); runs here"
     Options = CpuOptions
     device = "cpu"
+    one_sequence_decode = True
 
     def check_options(self, options: CpuOptions) -> None:
         if options.dtype not in ("float32", "float16"):

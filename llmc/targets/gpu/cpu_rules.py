@@ -71,6 +71,10 @@ def _parallel(sch, loops, work_per_task: int, enough: int) -> None:
         sch.parallel(fused)
 
 
+def _unit(extent) -> bool:
+    return isinstance(extent, tirx.IntImm) and int(extent) == 1
+
+
 def _one_symbolic(sch, loops) -> list:
     """The loops to fuse into one parallel loop, with at most one symbolic extent among them.
 
@@ -132,23 +136,36 @@ def _open(func, target):
 
 class LanePartials(dl.ScheduleRule):
     """A decode step's attention scores (``cache_scores``, see the TVM attention lowering): parallel
-    over (batch, head), keys in order; per key, the chunks of the cache row summed into vector
-    lanes (every row read once, contiguously, in whole vectors), then the lanes summed and scaled."""
+    over (batch, head), keys in order, ``KEYS_AT_ONCE`` at a time: the chunks of each key's cache row
+    summed into vector lanes (every row read once, contiguously, in whole vectors; the keys' sums
+    are independent chains that overlap, where one key's chain would wait on each multiply-add),
+    then each key's lanes summed and scaled."""
+
+    KEYS_AT_ONCE = 4
 
     def apply(self, func, target, _tunable):
         sch, infos = _open(func, target)
         if infos is None or sorted(sch.get(b.block_rv).name_hint for b in infos) != sorted([SCORES, SCORE_PARTIALS]):
             return None
         partial, scores = sch.get_sblock(SCORE_PARTIALS), sch.get_sblock(SCORES)
-        *heads, j, _unit, _lane = sch.get_loops(scores)
-        sch.parallel(sch.fuse(*heads) if len(heads) > 1 else heads[0])
+        *spatial, _lane = sch.get_loops(scores)  # (batch, head, key, unit): unit loops are dropped at batch 1
+        *heads, j = [loop for loop in spatial if _extent(sch, loop) != 1]
+        if heads:
+            sch.parallel(sch.fuse(*heads) if len(heads) > 1 else heads[0])
+        if _whole_vectors(_extent(sch, j), self.KEYS_AT_ONCE):
+            j, _ = sch.split(j, [None, self.KEYS_AT_ONCE])
         sch.compute_at(partial, j, preserve_unit_loops=True)
-        lane, *chunk = sch.get_loops(partial)[2:]  # under (batch x head, key): lane, chunk (none when one chunk)
-        if chunk:
-            sch.reorder(chunk[0], lane)
+        chunked = any(iv.iter_type == tirx.IterVar.CommReduce and not _unit(iv.dom.extent)
+                      for iv in sch.get(partial).iter_vars)
+        loops = sch.get_loops(partial)
+        *_, key, lane = loops[:-1] if chunked else loops  # ..., key, lane, [chunk]
+        if chunked:
+            sch.reorder(loops[-1], key, lane)
+        if _extent(sch, key) != 1:
+            sch.unroll(key)
         sch.vectorize(lane)
-        if chunk:
-            sch.decompose_reduction(partial, chunk[0])
+        if chunked:
+            sch.decompose_reduction(partial, loops[-1])
         return sch
 
 

@@ -66,12 +66,14 @@ class Session:
         return params
 
     def entry(self, sizes: dict[str, int]) -> str:
-        """The function for inputs of these symbol sizes: the first entry whose fixed sizes they
-        match (``decode`` for one-token steps), else ``prefill`` (generation) or ``main``."""
+        """The function for inputs of these symbol sizes: of the entries whose fixed sizes they match,
+        the one that fixes the most (``decode1`` for one-token steps of one sequence, ``decode`` for
+        one-token steps), else ``prefill`` (generation) or ``main``."""
         entries = self.spec.get("entries", {"main": {}})
-        for name, fixed in entries.items():
-            if fixed and all(sizes.get(k) == v for k, v in fixed.items()):
-                return name
+        matching = [(len(fixed), name) for name, fixed in entries.items()
+                    if fixed and all(sizes.get(k) == v for k, v in fixed.items())]
+        if matching:
+            return max(matching)[1]
         return "prefill" if "prefill" in entries else "main"
 
     def run(self, inputs: Mapping[str, object]) -> dict[str, object]:
