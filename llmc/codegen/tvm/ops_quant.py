@@ -229,12 +229,15 @@ def quantized_gemv(ctx, x, x_type, q: PackedOperands, n: int, panels: list, p: i
         def code(jo, k, ji):
             return _code(words[jo, tirx.floordiv(k, per), ji], k, grid)
 
+        def clamped_code(jo, k, ji):  # past the row's last word (a shorter last group): any code, x is 0 there
+            return _code(words[jo, tirx.min(tirx.floordiv(k, per), words.shape[1] - 1), ji], k, grid)
+
         def part_body(*i):
             *b, jo, g, ji = i
             if k_len % size == 0:
                 return te.sum(as_f32(x[(*b, g * size + kk)]) * code(jo, g * size + kk, ji), axis=kk)
-            return te.sum(_x_in_group(x, b, g * size + kk, k_len) * code(jo, tirx.min(g * size + kk, k_len - 1), ji),
-                          axis=kk)
+            # the word index is clamped, not k: the ``per`` codes of a word keep one index and one load
+            return te.sum(_x_in_group(x, b, g * size + kk, k_len) * clamped_code(jo, g * size + kk, ji), axis=kk)
 
         part = te.compute((*lead, panel_count, groups, p), part_body, name=GEMV_PARTIAL)
         g = te.reduce_axis((0, groups), name="g")
