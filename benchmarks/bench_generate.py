@@ -187,6 +187,12 @@ def decode(runner, ids: np.ndarray, steps: int) -> dict:
     return {"step_ms": 1e3 * step, "tokens_per_s": ids.shape[0] / step, "steps": steps}
 
 
+def warm_decode(runner, ids: list[int], steps: int = 128) -> dict:
+    """``decode`` of ``steps`` tokens after the prompt ``ids`` (batch 1), after one short warm-up step."""
+    runner.step(runner.prefill(np.array([ids[:16]])))
+    return decode(runner, np.array([ids]), steps)
+
+
 def read_bandwidth(gib: float = 1.0, repeats: int = 7) -> dict:
     """Bytes/s of summing a float32 array far larger than the caches, with torch on every core (median)."""
     import torch

@@ -124,12 +124,11 @@ def gemv_part() -> list[dict]:
 
 
 def decode_child(name: str, artifact: str | None) -> dict:
-    from bench_generate import LlamaCppRunner, LlmcRunner, decode, prompt_ids
+    from bench_generate import LlamaCppRunner, LlmcRunner, prompt_ids, warm_decode
 
     runner = LlamaCppRunner() if artifact is None else LlmcRunner(artifact)
     ids = prompt_ids(128)
-    runner.step(runner.prefill(np.array([ids[:16]])))
-    result = decode(runner, np.array([ids]), 128)
+    result = warm_decode(runner, ids)
     if artifact is not None:
         result["step_breakdown_ms"] = breakdown(runner, np.array([ids]), 32)
     return result

@@ -39,14 +39,9 @@ RECIPES = {
 
 
 def child(artifact: str) -> dict:
-    from bench_generate import LlmcRunner, decode, prompt_ids
+    from bench_generate import LlmcRunner, prompt_ids, warm_decode
 
-    import numpy as np
-
-    runner = LlmcRunner(artifact)
-    ids = prompt_ids(128)
-    runner.step(runner.prefill(np.array([ids[:16]])))  # warm up
-    return decode(runner, np.array([ids]), 128)
+    return warm_decode(LlmcRunner(artifact), prompt_ids(128))
 
 
 def main() -> None:

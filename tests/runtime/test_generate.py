@@ -58,17 +58,16 @@ def test_batch_with_left_padding_matches_single_prompts(artifact):
         assert ids == artifact.generate(prompt, max_new_tokens=12).ids[0]
 
 
-
 def test_one_sequence_decodes_with_its_own_kernels(artifact):
     """A cpu artifact has a batch-1 decode function (its products one output row wide, not a tile of
     padded rows), chosen over the any-batch one for a single sequence; both give the same logits."""
     if artifact.target != "cpu":
         pytest.skip("the entries are the TVM targets'")
-    session = artifact.generator().runner.session
+    gen = artifact.generator()
+    session = gen.runner.session
     assert session.entry({"batch": 1, "seq": 1}) == "decode1"
     assert session.entry({"batch": 3, "seq": 1}) == "decode"
     assert session.entry({"batch": 1, "seq": 4}) == "prefill"
-    gen = artifact.generator()
     prompt = PROMPTS[0]
     steps = []
     for batch in (1, 2):
@@ -78,6 +77,7 @@ def test_one_sequence_decodes_with_its_own_kernels(artifact):
         mask = np.ones((batch, len(prompt) + 1), bool)
         steps.append(gen.runner(ids[:, -1:], np.full((batch, 1), len(prompt)), mask, caches))
     np.testing.assert_allclose(steps[0][0], steps[1][1], rtol=1e-5, atol=1e-6)
+
 
 def test_sampling_is_deterministic_per_seed(artifact):
     def sample(seed):

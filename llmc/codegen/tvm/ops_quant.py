@@ -226,18 +226,19 @@ def quantized_gemv(ctx, x, x_type, q: PackedOperands, n: int, panels: list, p: i
         lead, panel_count = x.shape[:-1], words.shape[0]
         kk = te.reduce_axis((0, size), name="kk")
 
-        def code(jo, k, ji):
-            return _code(words[jo, tirx.floordiv(k, per), ji], k, grid)
+        tail = k_len % size != 0  # a shorter last group
 
-        def clamped_code(jo, k, ji):  # past the row's last word (a shorter last group): any code, x is 0 there
-            return _code(words[jo, tirx.min(tirx.floordiv(k, per), words.shape[1] - 1), ji], k, grid)
+        def code(jo, k, ji):
+            word = tirx.floordiv(k, per)
+            if tail:  # past the row's last word any code will do (x is 0 there); clamping the word, not k,
+                word = tirx.min(word, words.shape[1] - 1)  # keeps one index and one load for a word's codes
+            return _code(words[jo, word, ji], k, grid)
 
         def part_body(*i):
             *b, jo, g, ji = i
-            if k_len % size == 0:
-                return te.sum(as_f32(x[(*b, g * size + kk)]) * code(jo, g * size + kk, ji), axis=kk)
-            # the word index is clamped, not k: the ``per`` codes of a word keep one index and one load
-            return te.sum(_x_in_group(x, b, g * size + kk, k_len) * clamped_code(jo, g * size + kk, ji), axis=kk)
+            k = g * size + kk
+            xk = _x_in_group(x, b, k, k_len) if tail else as_f32(x[(*b, k)])
+            return te.sum(xk * code(jo, k, ji), axis=kk)
 
         part = te.compute((*lead, panel_count, groups, p), part_body, name=GEMV_PARTIAL)
         g = te.reduce_axis((0, groups), name="g")
