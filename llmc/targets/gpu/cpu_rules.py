@@ -33,7 +33,7 @@ from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.analysis.common_analysis import collect_block_iter_vars_used_in_access_region
 
 from llmc.codegen.tvm.ops_linalg import WEIGHT_STAGE
-from llmc.codegen.tvm.ops_quant import GEMV, GEMV_PARTIAL, GEMV_XSUM
+from llmc.codegen.tvm.ops_quant import GEMV, GEMV_PARTIAL
 from llmc.codegen.tvm.ops_transformer import SCORE_PARTIALS, SCORES
 from llmc.targets.gpu.cpu_isa import CpuIsa, cpu_isa
 
@@ -172,7 +172,9 @@ class LanePartials(dl.ScheduleRule):
 class QuantGemv(dl.ScheduleRule):
     """A decode step's product with packed low-bit weights (``quantized_gemv``): panels of output
     features in parallel; per group, the partial sums of one panel computed with the reduction
-    loop outside and the P output features as one vector, then scaled into the result."""
+    loop outside and the P output features as one vector, then scaled into the result. The input's
+    group sums are computed once, before the panels (inside each panel they were a scalar loop per
+    group that cost 20% of a SmolLM2 W4 decode step)."""
 
     def apply(self, func, target, _tunable):
         sch, infos = _open(func, target)
@@ -190,7 +192,6 @@ class QuantGemv(dl.ScheduleRule):
             return None
         sch.reorder(*outer, g, ji)
         sch.compute_at(part, g, preserve_unit_loops=True)
-        sch.compute_at(sch.get_sblock(GEMV_XSUM), g, preserve_unit_loops=True)
         vec = lanes(target, _bits(sch.get(y)))
         for consumer in sch.get_consumers(y):
             sch.reverse_compute_at(consumer, outer[-1])
