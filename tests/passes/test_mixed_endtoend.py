@@ -13,7 +13,8 @@ from llmc.examples import tiny_llama
 from llmc.frontend.causal import load_causal_lm
 from llmc.frontend.load import load_model
 from llmc.passes.quantize.calibration import Calibration
-from llmc.passes.quantize.endtoend import gains, probe_format, weigh
+from llmc.passes.quantize.endtoend import gains, weigh
+from llmc.passes.quantize.sensitivity import probe_format, probe_formats
 from llmc.passes.quantize.gptq import output_error
 from llmc.passes.quantize.sensitivity import approximate, candidates, measure, table
 
@@ -33,24 +34,26 @@ def test_gains_of_a_linear_chain_are_the_output_error_over_the_local_error():
     graph = load_model(chain, example_inputs=(torch.from_numpy(x),))
     calibration = Calibration({graph.inputs[0].name: x}, "test")
     rows = _rows(graph, calibration)
-    fmt = probe_format(rows)
-    assert fmt.label == "w3g128"
+    assert [f.label for f in probe_formats(rows)] == ["w3g128", "w2g64"]
     gain = gains(graph, calibration, rows, tokens=10**6)
 
     w1, w2 = (np.asarray(graph.constants[r.weight].const.numpy(), np.float32) for r in rows)
     inputs = x.reshape(-1, 64).astype(np.float64)
     h = inputs @ w1.T.astype(np.float64)
-    dw1 = approximate(w1, fmt, None) - w1
-    local1 = output_error(w1, approximate(w1, fmt, None), inputs.T @ inputs / len(inputs))
-    out1 = np.sum((inputs @ dw1.T @ w2.T.astype(np.float64)) ** 2) / np.sum((h @ w2.T.astype(np.float64)) ** 2)
-    assert gain[rows[0].weight] == pytest.approx(out1 / local1, rel=1e-4)
-    assert gain[rows[1].weight] == pytest.approx(1.0, rel=1e-4)  # the last layer's output is the output
+    for fmt in probe_formats(rows):
+        dw1 = approximate(w1, fmt, None) - w1
+        local1 = output_error(w1, approximate(w1, fmt, None), inputs.T @ inputs / len(inputs))
+        out1 = np.sum((inputs @ dw1.T @ w2.T.astype(np.float64)) ** 2) / np.sum((h @ w2.T.astype(np.float64)) ** 2)
+        assert gain[rows[0].weight][fmt.label] == pytest.approx(out1 / local1, rel=1e-4)
+        assert gain[rows[1].weight][fmt.label] == pytest.approx(1.0, rel=1e-4)  # the last layer's output is the output
 
     local = {c.format.label: c.error for c in rows[0].choices}
     weigh(rows, gain)
-    assert rows[0].gain == gain[rows[0].weight]
+    first = gain[rows[0].weight]
+    assert rows[0].gain == first["w3g128"] and rows[0].gains == first
+    # each candidate takes the gain of the probe nearest it in bits: w2g64 its own, the others w3g128's
     assert {c.format.label: c.error for c in rows[0].choices} == pytest.approx(
-        {k: v * gain[rows[0].weight] for k, v in local.items()})
+        {k: v * first["w2g64" if k == "w2g64" else "w3g128"] for k, v in local.items()})
 
 
 def test_a_step_graph_is_scored_by_kl_at_every_position():
@@ -65,7 +68,7 @@ def test_a_step_graph_is_scored_by_kl_at_every_position():
         gain, probe = gains(graph, calibration, rows, progress=lines.append), probe_format(rows)
         # the output error (KL) is gain x local error at the probe format; the output projection's
         # local error depends on the positions it reads, its output error must not
-        per_graph.append({r.weight: gain[r.weight] * next(c.error for c in r.choices if c.format == probe)
+        per_graph.append({r.weight: gain[r.weight][probe.label] * next(c.error for c in r.choices if c.format == probe)
                           for r in rows})
     last_only, every = per_graph
     assert last_only.keys() == every.keys() and len(every) > 10
@@ -92,10 +95,11 @@ def test_gptq_rounding_is_measured_when_the_recipe_rounds_with_gptq():
             rows = table(graph, candidates(FORMATS), devices.get("h100"))
             measure(graph, calibration, rows, how="output", method=method)
             errors[name, method] = {c.format.label: c.error for c in rows[0].choices}
-            assert rows[0].probe_error is None  # only the end-to-end gains need RTN's reference
+            assert not rows[0].probe_errors  # only the end-to-end gains need RTN's reference
     for label in ("w4g128", "w3g128", "w2g64"):
         assert errors["correlated", "gptq"][label] < 0.5 * errors["correlated", "rtn"][label]
         assert errors["white", "gptq"][label] > 0.9 * errors["white", "rtn"][label]
     rows = table(graph, candidates(FORMATS), devices.get("h100"))
     measure(graph, calibration, rows, how="end-to-end", method="gptq")
-    assert rows[0].probe_error is not None and rows[0].probe_error > errors["white", "gptq"]["w3g128"] / 2
+    assert set(rows[0].probe_errors) == {"w3g128", "w2g64"}
+    assert rows[0].probe_errors["w3g128"] > errors["white", "gptq"]["w3g128"] / 2

@@ -62,8 +62,10 @@ class Row:
     shape: tuple[int, int]
     group: str
     choices: list[Choice] = field(default_factory=list)
-    gain: float | None = None  # end-to-end: output error per unit of local error (``endtoend``)
-    probe_error: float | None = None  # RTN's local error at ``probe_format`` where the choices hold GPTQ's
+    gain: float | None = None  # end-to-end: output error per unit of local error at the first probe
+    gains: dict[str, float] = field(default_factory=dict)  # ... at each probe format (``endtoend``)
+    probe_errors: dict[str, float] = field(default_factory=dict)  # RTN's local error at each probe
+    # format, where the choices hold GPTQ's
 
     @property
     def params(self) -> int:
@@ -71,7 +73,7 @@ class Row:
 
     def to_json(self) -> dict:
         return {"weight": self.weight, "key": self.key, "layer": self.layer, "shape": list(self.shape),
-                "group": self.group, "gain": self.gain,
+                "group": self.group, "gain": self.gain, "gains": self.gains,
                 "candidates": {c.format.label: {"bytes": c.bytes, "time_s": c.time_s, "error": c.error}
                                for c in self.choices}}
 
@@ -108,13 +110,21 @@ def decode_time(fmt: Format, n: int, k: int, device: Device, readers: int = 1) -
     return readers * time
 
 
-def probe_format(rows: list[Row]) -> Format:
-    """The candidate every weight is perturbed with: the lowest-bit plain grid format of >= 3 bits."""
+def probe_formats(rows: list[Row]) -> list[Format]:
+    """The candidates every weight is perturbed with: the lowest-bit plain grid format of >= 3 bits,
+    then, where there is one, the lowest-bit one below 3 bits (whose gain, measured rather than
+    carried over from 3 bits, differs by up to 2.6x per weight on SmolLM2)."""
     plain = [c.format for c in rows[0].choices if c.format.grid is not None and not c.format.outliers]
     if not plain:
         raise LLMCError("end-to-end sensitivity needs a low-bit candidate format", hint="use --sensitivity output")
-    at_least_3 = [f for f in plain if f.bits >= 3]
-    return min(at_least_3 or plain, key=lambda f: (f.bits, -f.grid.group_size(1 << 20)))
+    at_least_3, below_3 = [f for f in plain if f.bits >= 3], [f for f in plain if f.bits < 3]
+    lowest = lambda formats: min(formats, key=lambda f: (f.bits, -f.grid.group_size(1 << 20)))  # noqa: E731
+    return [lowest(at_least_3)] + ([lowest(below_3)] if below_3 else []) if at_least_3 else [lowest(plain)]
+
+
+def probe_format(rows: list[Row]) -> Format:
+    """The first probe format (``probe_formats``): the one ``Row.gain`` is measured at."""
+    return probe_formats(rows)[0]
 
 
 def table(graph: Graph, formats: list[Format], device: Device) -> list[Row]:
@@ -161,7 +171,7 @@ def measure(graph: Graph, calibration: Calibration, rows: list[Row], *, how: str
     step = progress or (lambda line: None)
     local = "output" if how == "end-to-end" else how
     gptq_rounding = method.endswith("gptq") and local == "output"
-    probe = probe_format(rows) if gptq_rounding and how == "end-to-end" else None  # the gains' RTN reference
+    probes = probe_formats(rows) if gptq_rounding and how == "end-to-end" else []  # the gains' RTN reference
 
     def hook(node: Node, args: list[np.ndarray]) -> None:
         row = by_weight[node.inputs[1].name]
@@ -169,13 +179,13 @@ def measure(graph: Graph, calibration: Calibration, rows: list[Row], *, how: str
             return
         done.add(row.weight)
         x = np.asarray(args[0], np.float64).reshape(-1, args[0].shape[-1])
-        _errors(row, np.asarray(args[1], np.float32), x, local, gptq_rounding, probe)
+        _errors(row, np.asarray(args[1], np.float32), x, local, gptq_rounding, probes)
         step(f"sensitivity of {row.origin}: " + ", ".join(f"{c.format.label} {c.error:.1e}" for c in row.choices))
 
     stream(graph, calibration, hooked, hook)
     for row in rows:
         if row.weight not in done:  # no linear reads it (a lookup table): weight error
-            _errors(row, np.asarray(graph.constants[row.weight].const.numpy(), np.float32), None, local, False, None)
+            _errors(row, np.asarray(graph.constants[row.weight].const.numpy(), np.float32), None, local, False, [])
     if how == "end-to-end":
         from llmc.passes.quantize.endtoend import gains, weigh
 
@@ -183,9 +193,9 @@ def measure(graph: Graph, calibration: Calibration, rows: list[Row], *, how: str
 
 
 def _errors(row: Row, w: np.ndarray, x: np.ndarray | None, how: str, gptq_rounding: bool,
-            probe: Format | None) -> None:
+            probes: list[Format]) -> None:
     """Each candidate's relative (squared) error on inputs ``x`` (rows of activations), or on the weights;
-    with a ``probe`` format, also RTN's error at it (``Row.probe_error``)."""
+    also RTN's error at each of the ``probes`` (``Row.probe_errors``)."""
     from llmc.passes.quantize.gptq import output_error
 
     if gptq_rounding and x is not None and len(x) > 1:
@@ -196,8 +206,8 @@ def _errors(row: Row, w: np.ndarray, x: np.ndarray | None, how: str, gptq_roundi
     else:
         hessian = fit = None if x is None else (x.T @ x) / max(len(x), 1)
     h_diag = None if hessian is None else np.diag(hessian).copy()
-    if probe is not None and hessian is not None:
-        row.probe_error = output_error(w, approximate(w, probe, h_diag), hessian)
+    for probe in probes if hessian is not None else []:
+        row.probe_errors[probe.label] = output_error(w, approximate(w, probe, h_diag), hessian)
     for choice in row.choices:
         approx = approximate(w, choice.format, h_diag, fit if gptq_rounding else None)
         if hessian is None:
