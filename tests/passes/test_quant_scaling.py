@@ -200,3 +200,18 @@ def test_act8_absmax_is_the_smoothed_input_peak():
         expected = np.abs(xs[name] / s).max()
         assert absmax[linear_node(after, name).inputs[1].name] == pytest.approx(expected, rel=1e-5)
     assert absmax["o"] == pytest.approx(np.abs(xs["o"]).max(), rel=1e-6)
+
+
+def test_awq_records_the_weights_it_could_not_scale_as_rounded_without():
+    """``o`` reads an add and ``side`` a graph input: no op takes their ``1 / s``, so AWQ leaves them
+    alone and their records say ``rtn``, not ``awq``; the progress says how many and why."""
+    from llmc.passes.quantize import quantize
+    from llmc.passes.quantize.formats import Recipe
+
+    lines: list[str] = []
+    _, records = quantize(block(), Recipe.of("w3g128", method="awq"), Calibration(inputs(), source="test"),
+                          progress=lines.append)
+    methods = {r.origin.removeprefix("model."): r.method for r in records}
+    assert {methods[name] for name in ("q", "k", "v", "gate", "up", "down")} == {"awq"}
+    assert methods["o"] == methods["side"] == "rtn"
+    assert any("no op to fold scales into" in line for line in lines)

@@ -290,4 +290,6 @@ def test_awq_folds_scales_then_rounds(method, calibration, tmp_path):
     scaled = [name for name in art.graph.constants if name.endswith(".scaled")]
     assert any("layernorm" in name or "norm" in name for name in scaled)  # q/k/v and gate/up scales in the norms
     layers = art.manifest["quantization"]["layers"]
-    assert {r["method"] for r in layers if r["metric"] == "output"} == {method}
+    methods = {r["origin"].rsplit(".", 1)[-1]: r["method"] for r in layers if r["metric"] == "output"}
+    assert {methods[name] for name in ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "down_proj")} == {method}
+    assert methods["o_proj"] == ("rtn" if method == "awq" else "gptq")  # reads the attention: nothing to fold into

@@ -80,11 +80,17 @@ def quantize(graph: Graph, recipe: Recipe, calibration: Calibration | None = Non
         moved = reorder(graph, {name: fmt for name, (fmt, _) in weights.items()})
         step(f"grouped outlier channels of {sum(r['reordered'] for r in moved)} of {len(moved)} linear groups")
         weights = _weights(graph, check_recipe(graph, recipe, target_formats, target))
+    no_scale: dict[str, str] = {}  # AWQ asked for, no op to fold its scales into -> why
     if calibration is not None and (recipe.awq or any(f.act8 for f, _ in weights.values())):
-        from llmc.passes.quantize.scaling import migrate
+        from llmc.passes.quantize.scaling import migrate, unscaled
 
+        formats = {name: fmt for name, (fmt, _) in weights.items()}
+        no_scale = unscaled(graph, formats) if recipe.awq else {}
+        if no_scale:
+            step(f"AWQ: {len(no_scale)} linear weights have no op to fold scales into (e.g. "
+                 f"{next(iter(no_scale.values()))}); they are rounded without scales")
         step("searching activation scales")
-        migrate(graph, calibration, {name: fmt for name, (fmt, _) in weights.items()}, awq=recipe.awq)
+        migrate(graph, calibration, formats, awq=recipe.awq)
         weights = _weights(graph, check_recipe(graph, recipe, target_formats, target))
     act_absmax: dict[str, float] = {}  # W8A8 linears: max |input| on the calibration data (static scales)
     records: dict[str, LayerRecord] = {}
@@ -115,7 +121,8 @@ def quantize(graph: Graph, recipe: Recipe, calibration: Calibration | None = Non
         if x is not None and fmt.act8:
             act_absmax[value.name] = float(np.abs(x).max())
         h = None if x is None else hessian(node, x)
-        result, record = _round(value, fmt, recipe.method, x, node, args[slot], h)
+        method = recipe.method.removeprefix("awq+").replace("awq", "rtn") if value.name in no_scale else recipe.method
+        result, record = _round(value, fmt, method, x, node, args[slot], h)
         step(f"quantized {record.origin} ({record.format}, {record.method}): error {record.error:.2e}")
         records[value.name] = record
         if id(node) in runs:  # later layers see this layer's quantized output

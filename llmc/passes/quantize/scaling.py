@@ -83,6 +83,13 @@ def migrate(graph: Graph, calibration: Calibration | None, formats: dict[str, Fo
     return {node.inputs[1].name: peak for node, peak in absmax.items()}
 
 
+def unscaled(graph: Graph, formats: dict[str, Format]) -> dict[str, str]:
+    """The weight-only linears AWQ cannot scale (no op to fold ``1 / s`` into) -> why not: they are
+    rounded without scales, and their records say so (``rtn``, or ``gptq`` for ``awq+gptq``)."""
+    return {node.inputs[1].name: group.reason for group in plan(graph, formats)
+            if group.site is None and group.grid is not None and not group.act8 for node in group.linears}
+
+
 def plan(graph: Graph, formats: dict[str, Format]) -> list[Group]:
     """The groups of candidate linears (weight named in ``formats``) in graph order, each with its fold site."""
     groups: dict[int, Group] = {}
