@@ -14,7 +14,7 @@ from llmc.frontend.causal import load_causal_lm
 from llmc.frontend.load import load_model
 from llmc.passes.quantize.calibration import Calibration
 from llmc.passes.quantize.endtoend import gains, weigh
-from llmc.passes.quantize.sensitivity import probe_format, probe_formats
+from llmc.passes.quantize.sensitivity import probe_formats
 from llmc.passes.quantize.gptq import output_error
 from llmc.passes.quantize.sensitivity import approximate, candidates, measure, table
 
@@ -65,7 +65,7 @@ def test_a_step_graph_is_scored_by_kl_at_every_position():
         calibration = Calibration({"input_ids": ids, "position_ids": np.tile(np.arange(12), (2, 1)),
                                    "attention_mask": np.ones((2, 12), bool)}, "test")
         rows = _rows(graph, calibration)
-        gain, probe = gains(graph, calibration, rows, progress=lines.append), probe_format(rows)
+        gain, probe = gains(graph, calibration, rows, progress=lines.append), probe_formats(rows)[0]
         # the output error (KL) is gain x local error at the probe format; the output projection's
         # local error depends on the positions it reads, its output error must not
         per_graph.append({r.weight: gain[r.weight][probe.label] * next(c.error for c in r.choices if c.format == probe)

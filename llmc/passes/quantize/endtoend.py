@@ -23,9 +23,9 @@ weights on one scale. This assumes, as HAWQ-style analyses do, that a weight's e
 grows in proportion to its local squared error (between the probes) and that the weights' effects
 add. The second probe checks the first assumption where it is most stretched: on SmolLM2 a
 weight's gain at w2g64 is 0.31 to 2.6 times its gain at w3g128 (median 1.01), so one weight's
-2-bit error is predicted within a factor of about 2.6; an allocation with 64 of 211 weights at 2
-bits still loses more than the sum of their predicted errors (the second assumption, additivity,
-is the one that fails there).
+2-bit error is predicted within a factor of about 2.6. An allocation with 64 of 211 weights at 2
+bits still cannot answer a simple question although each weight's predicted error is small
+(docs/passes/mixed.md): the second assumption, additivity, is the one to suspect there.
 
 Cost: one float run, and for each weight and probe one run of the graph from the weight's first reader on
 (the values live at that point are the float run's), so weights of late layers cost little. The
@@ -78,7 +78,7 @@ def gains(graph: Graph, calibration: Calibration, rows: list[Row], *, tokens: in
 
 def weigh(rows: list[Row], gain: dict[str, dict[str, float]]) -> None:
     """Turn every candidate's local error into an output error: ``gain x local``, with the gain of the
-    probe format nearest the candidate in bits (``Row.gains`` keeps them, ``Row.gain`` the first's)."""
+    probe format nearest the candidate in bits (``Row.gains`` keeps them, ``Row.gain`` the first probe's)."""
     probes = probe_formats(rows)
     for row in rows:
         row.gains = dict(gain[row.weight])

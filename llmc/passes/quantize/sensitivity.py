@@ -118,13 +118,14 @@ def probe_formats(rows: list[Row]) -> list[Format]:
     if not plain:
         raise LLMCError("end-to-end sensitivity needs a low-bit candidate format", hint="use --sensitivity output")
     at_least_3, below_3 = [f for f in plain if f.bits >= 3], [f for f in plain if f.bits < 3]
-    lowest = lambda formats: min(formats, key=lambda f: (f.bits, -f.grid.group_size(1 << 20)))  # noqa: E731
-    return [lowest(at_least_3)] + ([lowest(below_3)] if below_3 else []) if at_least_3 else [lowest(plain)]
+    if not at_least_3:
+        return [_lowest(plain)]
+    return [_lowest(at_least_3)] + ([_lowest(below_3)] if below_3 else [])
 
 
-def probe_format(rows: list[Row]) -> Format:
-    """The first probe format (``probe_formats``): the one ``Row.gain`` is measured at."""
-    return probe_formats(rows)[0]
+def _lowest(formats: list[Format]) -> Format:
+    """The fewest bits, and of those the largest group."""
+    return min(formats, key=lambda f: (f.bits, -f.grid.group_size(1 << 20)))
 
 
 def table(graph: Graph, formats: list[Format], device: Device) -> list[Row]:
