@@ -121,7 +121,9 @@ def quantize(graph: Graph, recipe: Recipe, calibration: Calibration | None = Non
         if x is not None and fmt.act8:
             act_absmax[value.name] = float(np.abs(x).max())
         h = None if x is None else hessian(node, x)
-        method = recipe.method.removeprefix("awq+").replace("awq", "rtn") if value.name in no_scale else recipe.method
+        method = recipe.method
+        if value.name in no_scale:  # AWQ had nothing to fold into: rounded as without it
+            method = "gptq" if method.endswith("gptq") else "rtn"
         result, record = _round(value, fmt, method, x, node, args[slot], h)
         step(f"quantized {record.origin} ({record.format}, {record.method}): error {record.error:.2e}")
         records[value.name] = record

@@ -63,7 +63,7 @@ def gains(graph: Graph, calibration: Calibration, rows: list[Row], *, tokens: in
 
     def perturb(i: int, values: dict) -> None:
         for row in starts.get(i, []):
-            weight = np.asarray(graph.constants[row.weight].const.numpy(), np.float32)
+            weight = np.asarray(run.weight(graph.constants[row.weight]), np.float32)
             for fmt in probes:
                 local = row.probe_errors.get(fmt.label, next(c.error for c in row.choices if c.format == fmt))
                 output = run.compare(run.tail(i, dict(values), {row.weight: approximate(weight, fmt, None)}))
@@ -154,7 +154,7 @@ class _Runner:
 
     def _step(self, i: int, values: dict, replace: dict[str, np.ndarray]) -> None:
         node: Node = self.order[i]
-        args = [replace[v.name] if v.name in replace else self._weight(v) if v.const is not None
+        args = [replace[v.name] if v.name in replace else self.weight(v) if v.const is not None
                 else read_value(v, values, self.env) for v in node.inputs]
         if id(node) in self.bypass:
             outs = [args[0]]
@@ -169,7 +169,7 @@ class _Runner:
             if self.last.get(id(v)) == i:
                 values.pop(id(v), None)
 
-    def _weight(self, v) -> np.ndarray:
+    def weight(self, v) -> np.ndarray:
         """A constant's array: the weights of every tail run are the same, so the first
         ``CACHED_WEIGHT_BYTES`` of them are kept rather than read (and dequantized) again each run."""
         if v.name in self.weights:
