@@ -11,6 +11,8 @@ Average bits follow the manifest's definition (``docs/passes/mixed.md``).
 
     python benchmarks/mixed_quality.py                     # writes benchmarks/results/mixed_quality.json + .png
     python benchmarks/mixed_quality.py --bits 3.5 --max-tokens 1024 --models smollm2
+    python benchmarks/mixed_quality.py --models smollm2 --table-from out/m --samples 32 --target cpu
+                                       # re-solve the table a --quant mixed artifact measured (its method only)
 """
 
 from __future__ import annotations
@@ -80,6 +82,20 @@ def sensitivities(graph, tgt, calibration):
     return tables, {"measure": how, "seconds": round(seconds, 1), "gains": {r.key: r.gain for r in tables["rtn"]}}
 
 
+def table_from(artifact: Path) -> tuple[dict, dict]:
+    """The sensitivity table a ``--quant mixed`` artifact measured (its manifest), keyed by its rounding method."""
+    from llmc.passes.quantize.formats import Format
+    from llmc.passes.quantize.sensitivity import Choice, Row
+
+    q = json.loads((Path(artifact) / "manifest.json").read_text())["quantization"]
+    rows = [Row(r["weight"], r["key"], r["key"], r["layer"], tuple(r["shape"]), r["group"],
+                [Choice(Format.parse(label), c["bytes"], c["time_s"], c["error"]) for label, c in r["candidates"].items()],
+                r["gain"], r["gains"])
+            for r in q["mixed"]["table"]]
+    return {q["recipe"]["method"]: rows}, {"measure": q["mixed"]["measure"], "table_from": str(artifact),
+                                           "calibration": q["calibration"], "gains": {r.key: r.gain for r in rows}}
+
+
 def allocations(rows, bits: float, method: str) -> dict[str, dict]:
     """Recipe, predicted average bits and total sensitivity of each allocator at ``bits`` (outliers with RTN only)."""
     from llmc.passes.quantize.allocate import Budget, bracket, greedy, recipe, solve
@@ -108,8 +124,8 @@ def variants(tables, bits_list) -> list[tuple[str, float | None, dict, dict]]:
     """(label, target bits, compile options, facts) in the order they are evaluated."""
     out = []
     for bits in bits_list:
-        for method in METHODS:
-            for name, facts in allocations(tables[method], bits, method).items():
+        for method, rows in tables.items():
+            for name, facts in allocations(rows, bits, method).items():
                 out.append((f"{name}:{method}@{bits:g}", bits, {"recipe": facts["recipe"]},
                             {k: v for k, v in facts.items() if k != "recipe"}))
     for uniform in UNIFORM:
@@ -130,7 +146,7 @@ def smollm2(args, results, save) -> None:
     graph, tgt = prepared_graph(lm.graph, args.target)
     calibration = load_calibration(graph, "builtin", tokenizer=_tokenize(lm.save_tokenizer), vocab=_vocab(graph),
                                    samples=args.samples, length=args.length)
-    tables, measured = sensitivities(graph, tgt, calibration)
+    tables, measured = table_from(args.table_from) if args.table_from else sensitivities(graph, tgt, calibration)
     out = results.setdefault("smollm2", {"metric": f"perplexity, offline eval corpus, window {args.window} stride "
                                                    f"{args.stride}, at most {args.max_tokens} tokens; calibration builtin "
                                                    f"{args.samples} x {args.length} tokens"})
@@ -250,6 +266,8 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=8, help="calibration samples (of --length tokens)")
     p.add_argument("--length", type=int, default=256)
     p.add_argument("--only", default="", help="evaluate only labels starting with these (comma-separated)")
+    p.add_argument("--table-from", type=Path, help="a --quant mixed artifact of SmolLM2: re-solve its table "
+                                                    "(give its --samples) instead of measuring one")
     p.add_argument("--out", type=Path, default=RESULT)
     args = p.parse_args()
     args.bits = [float(b) for b in args.bits.split(",")]
