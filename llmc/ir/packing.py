@@ -32,6 +32,7 @@ from llmc.errors import LLMCError
 BITS = (2, 3, 4, 8)
 F16_TINY = float(np.finfo(np.float16).smallest_normal)
 CLIP_SHRINKS = tuple(1.0 - 0.03 * i for i in range(16))  # 1.0 down to 0.55: the ranges ``fit`` tries
+FIT_BLOCK = 1 << 20  # elements of ``w`` whose clipping ``fit`` weighs at once
 
 
 @dataclass(frozen=True)
@@ -74,11 +75,19 @@ def fit(w: np.ndarray, grid: Grid, importance: np.ndarray | None = None) -> tupl
     ``CLIP_SHRINKS`` and each row keeps the one with the least ``sum_k importance[k] (q[k] - w[k])^2``: clipping
     a few large weights buys every other weight of the group a finer step. Weight error alone is the
     wrong measure for it (unweighted, SmolLM2's w3g128 RTN perplexity rose from 676 to 828)."""
-    w = w.astype(np.float32)
-    scale, minimum = _range_grid(w, grid, 1.0)
     if importance is None:
-        return scale, minimum
+        return _range_grid(w.astype(np.float32), grid, 1.0)
     weights = np.asarray(importance, np.float32)
+    # a block of rows at a time, so a per-row (w8) grid of a large head makes no [N, K] temporaries
+    rows = max(1, FIT_BLOCK // max(np.shape(w)[-1], 1))
+    parts = [_clipped(np.asarray(w[i:i + rows], np.float32), grid, weights) for i in range(0, len(w), rows)]
+    minimum = None if grid.sym else np.concatenate([m for _, m in parts])
+    return np.concatenate([s for s, _ in parts]), minimum
+
+
+def _clipped(w: np.ndarray, grid: Grid, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per row, the range of ``CLIP_SHRINKS`` with the least weighted error (see ``fit``)."""
+    scale, minimum = _range_grid(w, grid, 1.0)
     best = _weighted_error(w, scale, minimum, grid, weights)
     for shrink in CLIP_SHRINKS[1:]:
         s, m = _range_grid(w, grid, shrink)

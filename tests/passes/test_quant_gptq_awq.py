@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from llmc.errors import LLMCError
+from llmc.ir import packing
 from llmc.ir.packing import Grid, decode, encode, fit, quantize
 from llmc.passes.quantize.awq import search_scales, smooth_scales
 from llmc.passes.quantize import gptq as gptq_module
@@ -105,6 +106,18 @@ def test_fit_clips_the_range_where_the_weighted_error_falls(grid):
     assert clipped.sum() < 0.9 * plain.sum()  # 0.43-0.86 here
     zero = fit(w, grid, np.zeros(32, np.float32))  # nothing to weigh: the min/max grid
     np.testing.assert_array_equal(zero[0], fit(w, grid)[0])
+
+
+@pytest.mark.parametrize("grid", [Grid(8, 0, True), Grid(3, 0, False)], ids=str)
+def test_fit_weighs_clipping_a_block_of_rows_at_a_time_with_the_same_result(grid, monkeypatch):
+    rng = np.random.default_rng(1)
+    w = rng.standard_t(3, (50, 96)).astype(np.float32)
+    importance = rng.uniform(0.1, 2.0, 96).astype(np.float32)
+    whole = fit(w, grid, importance)
+    monkeypatch.setattr(packing, "FIT_BLOCK", 96 * 7)  # blocks of 7 rows, the last one shorter
+    blocked = fit(w, grid, importance)
+    for a, b in zip(whole, blocked):
+        assert (a is None and b is None) or np.array_equal(a, b)
 
 
 def test_gptq_dead_inputs_are_zero_and_do_not_disturb_the_rest():
