@@ -84,14 +84,10 @@ def sensitivities(graph, tgt, calibration):
 
 def table_from(artifact: Path) -> tuple[dict, dict]:
     """The sensitivity table a ``--quant mixed`` artifact measured (its manifest), keyed by its rounding method."""
-    from llmc.passes.quantize.formats import Format
-    from llmc.passes.quantize.sensitivity import Choice, Row
+    from llmc.passes.quantize.sensitivity import Row
 
     q = json.loads((Path(artifact) / "manifest.json").read_text())["quantization"]
-    rows = [Row(r["weight"], r["key"], r["key"], r["layer"], tuple(r["shape"]), r["group"],
-                [Choice(Format.parse(label), c["bytes"], c["time_s"], c["error"]) for label, c in r["candidates"].items()],
-                r["gain"], r["gains"])
-            for r in q["mixed"]["table"]]
+    rows = [Row.from_json(r) for r in q["mixed"]["table"]]
     return {q["recipe"]["method"]: rows}, {"measure": q["mixed"]["measure"], "table_from": str(artifact),
                                            "calibration": q["calibration"], "gains": {r.key: r.gain for r in rows}}
 
@@ -142,11 +138,14 @@ def smollm2(args, results, save) -> None:
     from llmc.passes.quantize.calibration import load_calibration
     from llmc.runtime.perplexity import evaluate
 
-    lm = load_causal_lm("smollm2-135m", max_seq_len=args.window, all_logits=True)
-    graph, tgt = prepared_graph(lm.graph, args.target)
-    calibration = load_calibration(graph, "builtin", tokenizer=_tokenize(lm.save_tokenizer), vocab=_vocab(graph),
-                                   samples=args.samples, length=args.length)
-    tables, measured = table_from(args.table_from) if args.table_from else sensitivities(graph, tgt, calibration)
+    if args.table_from:  # no model load, no calibration run: the artifact measured them
+        tables, measured = table_from(args.table_from)
+    else:
+        lm = load_causal_lm("smollm2-135m", max_seq_len=args.window, all_logits=True)
+        graph, tgt = prepared_graph(lm.graph, args.target)
+        calibration = load_calibration(graph, "builtin", tokenizer=_tokenize(lm.save_tokenizer), vocab=_vocab(graph),
+                                       samples=args.samples, length=args.length)
+        tables, measured = sensitivities(graph, tgt, calibration)
     out = results.setdefault("smollm2", {"metric": f"perplexity, offline eval corpus, window {args.window} stride "
                                                    f"{args.stride}, at most {args.max_tokens} tokens; calibration builtin "
                                                    f"{args.samples} x {args.length} tokens"})

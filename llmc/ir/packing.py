@@ -89,7 +89,7 @@ def _clipped(w: np.ndarray, grid: Grid, weights: np.ndarray) -> tuple[np.ndarray
     """Per row, the range of ``CLIP_SHRINKS`` with the least weighted error (see ``fit``)."""
     scale, minimum = _range_grid(w, grid, 1.0)
     best = _weighted_error(w, scale, minimum, grid, weights)
-    for shrink in CLIP_SHRINKS[1:]:
+    for shrink in CLIP_SHRINKS[1:]:  # ties keep the wider range
         s, m = _range_grid(w, grid, shrink)
         error = _weighted_error(w, s, m, grid, weights)
         better = error < best

@@ -158,6 +158,10 @@ def test_mixed_meets_the_budget_and_records_its_choices(mixed):
     assert json.loads((mixed.path / "recipe.json").read_text()) == q["recipe"]
     assert q["recipe"]["reorder"] is True
     assert q["mixed"]["measure"] == "end-to-end" and all(r["gain"] > 0 for r in q["mixed"]["table"])
+    rows = [Row.from_json(r) for r in q["mixed"]["table"]]  # the stored table re-solves to the same optimum
+    assert [r.to_json() for r in rows] == q["mixed"]["table"]
+    again = solve(rows, Budget("avg_bits", 3.5))
+    assert sum(again[r.weight].error for r in rows) == pytest.approx(q["mixed"]["total_error"], rel=1e-9)
 
 
 def test_a_latency_budget_with_the_proxy_sensitivity(mlp, tmp_path):

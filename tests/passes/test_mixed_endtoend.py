@@ -96,11 +96,12 @@ def test_gptq_rounding_is_measured_when_the_recipe_rounds_with_gptq():
             measure(graph, calibration, rows, how="output", method=method)
             errors[name, method] = {c.format.label: c.error for c in rows[0].choices}
             assert not rows[0].probe_errors  # only the end-to-end gains need RTN's reference
-    for label in ("w4g128", "w3g128", "w2g64"):
+    # on white noise GPTQ has no correlation to use: what it gains there is its clipped range (measured
+    # w2g64 0.77x RTN's error, w3g128 and w4g128 1.1-1.2x), never the 10-50x an in-sample measure shows
+    white_floor = {"w4g128": 0.9, "w3g128": 0.9, "w2g64": 0.7}
+    for label, floor in white_floor.items():
         assert errors["correlated", "gptq"][label] < 0.5 * errors["correlated", "rtn"][label]
-        # on white noise GPTQ has no correlation to use: what it gains there is its clipped range (w2g64
-        # 0.77x RTN's error, w3g128 and w4g128 1.1-1.2x), never the 10-50x an in-sample measure shows
-        assert errors["white", "gptq"][label] > 0.6 * errors["white", "rtn"][label]
+        assert errors["white", "gptq"][label] > floor * errors["white", "rtn"][label]
     rows = table(graph, candidates(FORMATS), devices.get("h100"))
     measure(graph, calibration, rows, how="end-to-end", method="gptq")
     assert set(rows[0].probe_errors) == {"w3g128", "w2g64"}

@@ -77,6 +77,13 @@ class Row:
                 "candidates": {c.format.label: {"bytes": c.bytes, "time_s": c.time_s, "error": c.error}
                                for c in self.choices}}
 
+    @classmethod
+    def from_json(cls, d: dict) -> Row:
+        """A row of a manifest's table (``to_json``) again, to re-solve it; its recipe key stands for the origin."""
+        choices = [Choice(Format.parse(label), c["bytes"], c["time_s"], c["error"]) for label, c in d["candidates"].items()]
+        return cls(d["weight"], d["key"], d["key"], d["layer"], tuple(d["shape"]), d["group"], choices, d["gain"],
+                   d["gains"])
+
 
 def candidates(target_formats: set[str], outliers: tuple[float, ...] = ()) -> list[Format]:
     """The weight-only formats the target runs (``fp16`` included; W8A8 is not a candidate), in
