@@ -143,8 +143,8 @@ def smollm2(args, results, save) -> None:
     else:
         lm = load_causal_lm("smollm2-135m", max_seq_len=args.window, all_logits=True)
         graph, tgt = prepared_graph(lm.graph, args.target)
-        calibration = load_calibration(graph, "builtin", tokenizer=_tokenize(lm.save_tokenizer), vocab=_vocab(graph),
-                                       samples=args.samples, length=args.length)
+        calibration = load_calibration(graph, "builtin", tokenizer=_tokenize(lm.save_tokenizer),
+                                       vocab=_vocab(graph), samples=args.samples, length=args.length)
         tables, measured = sensitivities(graph, tgt, calibration)
     out = results.setdefault("smollm2", {"metric": f"perplexity, offline eval corpus, window {args.window} stride "
                                                    f"{args.stride}, at most {args.max_tokens} tokens; calibration builtin "

@@ -80,7 +80,8 @@ class Row:
     @classmethod
     def from_json(cls, d: dict) -> Row:
         """A row of a manifest's table (``to_json``) again, to re-solve it; its recipe key stands for the origin."""
-        choices = [Choice(Format.parse(label), c["bytes"], c["time_s"], c["error"]) for label, c in d["candidates"].items()]
+        choices = [Choice(Format.parse(label), c["bytes"], c["time_s"], c["error"])
+                   for label, c in d["candidates"].items()]
         return cls(d["weight"], d["key"], d["key"], d["layer"], tuple(d["shape"]), d["group"], choices, d["gain"],
                    d["gains"])
 
